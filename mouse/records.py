@@ -1,0 +1,267 @@
+"""Step records: the one data contract between actors, wire, replay and losses.
+
+One record per environment step, per stream (one sub-environment of one actor).
+Record t holds the observation at t *and the action, reward and done that
+produced it*, so the transition out of state t lives at t+1:
+
+    t        0 (reset)   1            2            3 (reset)
+    obs      o0          o1           o2           o0'
+    action   0           a0           a1           0
+    reward   0           r0           r1           0
+    done     0           0            1 (terminal) 0
+    time     0           1            2            0
+
+A batch of records is a ``TensorDict`` whose batch dims are the record index
+(``[N]`` for a chunk, ``[B, S]`` for a window batch); the shapes below are per
+step and come after the batch dims.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+ALIVE, TERMINAL, TRUNCATED = 0, 1, 2
+OBS_KINDS = ("continuous", "discrete", "image")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    # "finite": no NaN/inf; "no_nan_no_posinf": -inf allowed (q_star marks invalid actions)
+    check: str | None = None
+
+
+@dataclass(frozen=True)
+class RecordSpec:
+    """What the records of one run look like: derived from the env and the model."""
+
+    obs_kind: str  # "continuous" | "discrete" | "image"
+    obs_shape: tuple[int, ...]  # (C,) | () | (H, W, C)
+    num_actions: int  # the model's action head size A
+    q_star: bool = False  # records carry a float32 [A] q_star annotation
+    action_mask: bool = False  # records carry a bool [A] action mask
+
+    def __post_init__(self):
+        if self.obs_kind not in OBS_KINDS:
+            raise ValueError(f"obs_kind must be one of {OBS_KINDS}, got {self.obs_kind!r}")
+        if self.num_actions < 1:
+            raise ValueError(f"num_actions must be >= 1, got {self.num_actions}")
+
+    @property
+    def obs_key(self) -> str:
+        return f"obs_{self.obs_kind}"
+
+    def fields(self) -> dict[str, FieldSpec]:
+        obs_dtype = {"continuous": torch.float32, "discrete": torch.int64, "image": torch.uint8}
+        f = {
+            self.obs_key: FieldSpec(
+                obs_dtype[self.obs_kind],
+                tuple(self.obs_shape),
+                "finite" if self.obs_kind == "continuous" else None,
+            ),
+            "action": FieldSpec(torch.int64, ()),
+            "reward": FieldSpec(torch.float32, (), "finite"),
+            "xformed_reward": FieldSpec(torch.float32, (), "finite"),
+            "done": FieldSpec(torch.int64, ()),
+            "time": FieldSpec(torch.int64, ()),
+            "stream_id": FieldSpec(torch.int64, ()),
+            "policy_version": FieldSpec(torch.int64, ()),
+        }
+        if self.q_star:
+            f["q_star"] = FieldSpec(torch.float32, (self.num_actions,), "no_nan_no_posinf")
+        if self.action_mask:
+            f["action_mask"] = FieldSpec(torch.bool, (self.num_actions,))
+        return f
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RecordSpec":
+        return cls(**{**d, "obs_shape": tuple(d["obs_shape"])})
+
+    def empty(self, n: int) -> TensorDict:
+        """n zeroed records (useful as storage templates and in tests)."""
+        return TensorDict(
+            {k: torch.zeros((n, *s.shape), dtype=s.dtype) for k, s in self.fields().items()},
+            batch_size=[n],
+        )
+
+
+class RecordError(ValueError):
+    """Records that break the contract; ``problems`` lists every bad field."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid step records:\n  - " + "\n  - ".join(problems))
+
+
+def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
+    """Every way ``td`` (batch dims ``[N]``) breaks the per-record contract."""
+    problems: list[str] = []
+    if td.batch_dims != 1:
+        return [f"records must have one batch dim [N], got batch_size {tuple(td.batch_size)}"]
+    fields = spec.fields()
+    for name in td.keys():
+        if name not in fields:
+            problems.append(f"{name}: unknown field (expected only {sorted(fields)})")
+    for name, fs in fields.items():
+        if name not in td.keys():
+            problems.append(f"{name}: missing (dtype {fs.dtype}, per-step shape {fs.shape})")
+            continue
+        x = td.get(name)
+        if x.dtype != fs.dtype:
+            problems.append(f"{name}: dtype {x.dtype}, expected {fs.dtype}")
+            continue
+        if tuple(x.shape[1:]) != fs.shape:
+            problems.append(f"{name}: per-step shape {tuple(x.shape[1:])}, expected {fs.shape}")
+            continue
+        if fs.check == "finite" and not bool(torch.isfinite(x).all()):
+            problems.append(f"{name}: contains NaN or inf")
+        elif fs.check == "no_nan_no_posinf" and bool((torch.isnan(x) | (x == float("inf"))).any()):
+            problems.append(f"{name}: contains NaN or +inf (only -inf is allowed, for invalid actions)")
+    if problems:
+        return problems
+    done, time, action = td["done"], td["time"], td["action"]
+    if bool(((done < 0) | (done > 2)).any()):
+        problems.append(f"done: values {sorted(set(done.unique().tolist()))} outside {{0, 1, 2}}")
+    if bool((time < 0).any()):
+        problems.append("time: negative step index")
+    if bool(((action < 0) | (action >= spec.num_actions)).any()):
+        problems.append(f"action: outside [0, {spec.num_actions})")
+    first = time == 0
+    if bool((first & (done != ALIVE)).any()):
+        problems.append("time/done: a record with time 0 (episode start) cannot end its episode")
+    if bool((first & ((action != 0) | (td["reward"] != 0))).any()):
+        problems.append("action/reward: must be 0 at the first step of an episode (time 0)")
+    return problems
+
+
+def continuity_problems(td: TensorDict) -> list[str]:
+    """Records of each stream inside one chunk must be consecutive steps."""
+    problems: list[str] = []
+    sid, time, done = td["stream_id"], td["time"], td["done"]
+    for s in sid.unique().tolist():
+        idx = (sid == s).nonzero().squeeze(-1)
+        if len(idx) < 2:
+            continue
+        t, d = time[idx], done[idx]
+        # after a finished episode the next record is a reset (time 0); otherwise time + 1
+        expected = torch.where(d[:-1] != ALIVE, torch.zeros_like(t[:-1]), t[:-1] + 1)
+        bad = (t[1:] != expected).nonzero().squeeze(-1)
+        if len(bad):
+            i = int(bad[0])
+            problems.append(
+                f"stream {s}: record {i + 1} has time {int(t[i + 1])} after time {int(t[i])} "
+                f"with done {int(d[i])} (expected {int(expected[i])}): steps are not consecutive"
+            )
+    return problems
+
+
+def validate_records(td: TensorDict, spec: RecordSpec, *, consecutive: bool = True) -> TensorDict:
+    """Raise ``RecordError`` naming every problem; return ``td`` unchanged when valid."""
+    problems = record_problems(td, spec)
+    if not problems and consecutive:
+        problems = continuity_problems(td)
+    if problems:
+        raise RecordError(problems)
+    return td
+
+
+def record_spec_for_env(observation_space, action_space, num_actions: int | None = None,
+                        q_star: bool = False) -> RecordSpec:
+    """The record spec for a gymnasium env's single (not batched) spaces."""
+    from gymnasium import spaces
+
+    if not isinstance(action_space, spaces.Discrete):
+        raise ValueError(f"mouse needs a discrete action space, got {action_space}")
+    n = int(action_space.n)
+    A = num_actions or n
+    if A < n:
+        raise ValueError(f"model head has {A} actions but the env has {n}")
+    if isinstance(observation_space, spaces.Discrete):
+        kind, shape = "discrete", ()
+    elif isinstance(observation_space, spaces.Box) and observation_space.dtype == np.uint8 \
+            and len(observation_space.shape) == 3:
+        kind, shape = "image", tuple(observation_space.shape)
+    elif isinstance(observation_space, spaces.Box):
+        kind, shape = "continuous", (int(np.prod(observation_space.shape)),)
+    else:
+        raise ValueError(f"unsupported observation space {observation_space}: "
+                         "use Box (flattened to float32 [C]), Box uint8 [H,W,C] or Discrete")
+    return RecordSpec(kind, shape, A, q_star=q_star, action_mask=A > n)
+
+
+class StreamRecorder:
+    """Turns a gymnasium vector env's reset/step outputs into aligned records.
+
+    The vector env must use NEXT_STEP autoreset (gymnasium's default): the step
+    after an episode ends returns the reset observation with reward 0 and
+    ignores the action, which is exactly the record "time 0, action 0, reward 0".
+    """
+
+    def __init__(self, spec: RecordSpec, stream_ids, num_env_actions: int | None = None,
+                 reward_transform=None, q_star_table: torch.Tensor | None = None):
+        self.spec = spec
+        self.stream_ids = torch.as_tensor(stream_ids, dtype=torch.int64)
+        self.num_envs = len(self.stream_ids)
+        self.time = torch.zeros(self.num_envs, dtype=torch.int64)
+        self.ended = torch.zeros(self.num_envs, dtype=torch.bool)
+        self.reward_transform = reward_transform or (lambda r: r)
+        self.q_star_table = q_star_table  # [num_states, A] for discrete-obs envs
+        n = num_env_actions or spec.num_actions
+        self.mask = torch.arange(spec.num_actions) < n
+        if spec.q_star and q_star_table is None:
+            raise ValueError("spec has q_star but no q_star_table was given")
+
+    def _obs(self, obs) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(obs))
+        dtype = self.spec.fields()[self.spec.obs_key].dtype
+        return x.reshape(self.num_envs, *self.spec.obs_shape).to(dtype)
+
+    def _build(self, obs, action, reward, done, policy_version) -> TensorDict:
+        o = self._obs(obs)
+        td = TensorDict(
+            {
+                self.spec.obs_key: o,
+                "action": action,
+                "reward": reward,
+                "xformed_reward": self.reward_transform(reward.clone()).to(torch.float32),
+                "done": done,
+                "time": self.time.clone(),
+                "stream_id": self.stream_ids.clone(),
+                "policy_version": torch.full((self.num_envs,), int(policy_version), dtype=torch.int64),
+            },
+            batch_size=[self.num_envs],
+        )
+        if self.spec.q_star:
+            td["q_star"] = self.q_star_table[o]
+        if self.spec.action_mask:
+            td["action_mask"] = self.mask.expand(self.num_envs, -1).clone()
+        return td
+
+    def reset(self, obs, policy_version: int = 0) -> TensorDict:
+        self.time.zero_()
+        self.ended.zero_()
+        z = torch.zeros(self.num_envs, dtype=torch.int64)
+        return self._build(obs, z, torch.zeros(self.num_envs), z.clone(), policy_version)
+
+    def step(self, action, obs, reward, terminated, truncated, policy_version: int = 0) -> TensorDict:
+        action = torch.as_tensor(np.asarray(action), dtype=torch.int64).clone()
+        reward = torch.as_tensor(np.asarray(reward), dtype=torch.float32).clone()
+        terminated = torch.as_tensor(np.asarray(terminated), dtype=torch.bool)
+        truncated = torch.as_tensor(np.asarray(truncated), dtype=torch.bool)
+        restarted = self.ended.clone()  # these sub-envs were reset by this step
+        self.time = torch.where(restarted, torch.zeros_like(self.time), self.time + 1)
+        action[restarted] = 0
+        reward[restarted] = 0.0
+        done = torch.where(terminated, TERMINAL, torch.where(truncated, TRUNCATED, ALIVE)).to(torch.int64)
+        done[restarted] = ALIVE
+        self.ended = done != ALIVE
+        return self._build(obs, action, reward, done, policy_version)
