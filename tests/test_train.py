@@ -1,0 +1,135 @@
+"""train_step / combined_loss / make_optimizer with the real losses and a small MouseModel."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mouse.losses import DqnLossConfig, SpLossConfig, SvLossConfig, VecDqnLossConfig
+from mouse.models import ModelConfig, MouseModel
+from mouse.train import TrainConfig, combined_loss, make_optimizer, train_step
+
+try:
+    from tests.model_fakes import make_batch, spec_for
+except ModuleNotFoundError:  # tests/ itself on sys.path (pytest rootdir insertion)
+    from model_fakes import make_batch, spec_for
+
+A, B, S = 3, 8, 6
+SPEC = spec_for("continuous", A, q_star=True, action_mask=True)
+
+
+def all_heads_cfg(**kw) -> TrainConfig:
+    base = dict(lr=3e-3, seq_len=S, batch_size=B,
+                dqn=DqnLossConfig(weight=1.0, tau=0.05),
+                vec_dqn=VecDqnLossConfig(weight=0.5, tau=0.05),
+                sp=SpLossConfig(weight=2.0), sv=SvLossConfig(weight=0.25))
+    return TrainConfig(**{**base, **kw})
+
+
+def make_model(heads=("dqn", "vec_dqn", "sp", "sv"), backbone="transformer", seed=0):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(backbone=backbone, hidden_dim=32, num_layers=1, num_attention_heads=2,
+                      vec_dim=4, max_time=8, max_seq_len=S)
+    return MouseModel(cfg, SPEC, heads)
+
+
+def test_train_config_defaults_and_validation():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.grad_clip, cfg.batch_size, cfg.seq_len) == (3e-4, 10.0, 256, 16)
+    assert cfg.active_heads() == ("dqn",)
+    assert (cfg.vec_dqn.weight, cfg.sp.weight, cfg.sv.weight) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="weight"):
+        TrainConfig(dqn=DqnLossConfig(weight=0.0))
+    with pytest.raises(ValueError, match="seq_len"):
+        TrainConfig(seq_len=1)
+
+
+def test_make_optimizer_skips_target_heads():
+    model = make_model()
+    opt = make_optimizer(model, all_heads_cfg())
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) not in in_opt for p in model.target_heads.parameters())
+    assert all(id(p) in in_opt for p in model.online_heads.parameters())
+    assert len(in_opt) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_total_is_weighted_sum_and_metrics_are_namespaced():
+    model, cfg = make_model(), all_heads_cfg()
+    m = train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
+    expected = (1.0 * m["loss/dqn/dqn_loss"] + 0.5 * m["loss/vec_dqn/vec_dqn_loss"]
+                + 2.0 * m["loss/sp/sp_loss"] + 0.25 * m["loss/sv/sv_loss"])
+    assert m["loss/total"] == pytest.approx(expected, rel=1e-5)
+    for k in ("loss/dqn/q_values_mean", "loss/dqn/q_values_target",
+              "loss/vec_dqn/vec_dqn_score_abs_mean", "loss/grad_norm"):
+        assert k in m
+    assert all(isinstance(v, float) and math.isfinite(v) for v in m.values())
+
+
+def test_inactive_heads_are_not_computed():
+    model = make_model(heads=("dqn", "sp"))  # sp head present only for acting
+    cfg = TrainConfig(seq_len=S)
+    m = train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
+    assert not any(k.startswith(("loss/sp/", "loss/sv/", "loss/vec_dqn/")) for k in m)
+    assert m["loss/total"] == pytest.approx(m["loss/dqn/dqn_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["mlp", "transformer"])
+def test_train_step_reduces_loss_on_a_fixed_batch(backbone):
+    model, cfg = make_model(backbone=backbone), all_heads_cfg()
+    opt, batch = make_optimizer(model, cfg), make_batch(SPEC, B, S, seed=1)
+    totals = [train_step(model, opt, batch, cfg)["loss/total"] for _ in range(50)]
+    assert all(math.isfinite(t) for t in totals)
+    assert sum(totals[-5:]) / 5 < 0.5 * totals[0], totals[::10]
+
+
+def test_combined_loss_gradients_skip_targets():
+    model, cfg = make_model(), all_heads_cfg()
+    batch = make_batch(SPEC, B, S)
+    total, _ = combined_loss(batch, model(batch), cfg)
+    total.backward()
+    assert all(p.grad is None for p in model.target_heads.parameters())
+    for name, head in model.online_heads.items():
+        assert sum(p.grad.abs().sum() for p in head.parameters()) > 0, name
+    assert sum(p.grad.abs().sum() for p in model.backbone.parameters()) > 0
+    assert sum(p.grad.abs().sum() for p in model.embed.parameters()) > 0
+
+
+def test_train_step_applies_polyak_after_the_optimizer_step():
+    model = make_model()
+    cfg = all_heads_cfg(dqn=DqnLossConfig(tau=0.25), vec_dqn=VecDqnLossConfig(weight=1.0, tau=0.0))
+    targets_before = [p.clone() for p in model.target_heads["dqn"].parameters()]
+    vec_before = [p.clone() for p in model.target_heads["vec_dqn"].parameters()]
+    train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
+    for t0, t, o in zip(targets_before, model.target_heads["dqn"].parameters(),
+                        model.online_heads["dqn"].parameters()):
+        torch.testing.assert_close(t, 0.25 * o + 0.75 * t0, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(o, t0)  # the online head did move
+    assert all(torch.equal(a, b) for a, b in zip(vec_before, model.target_heads["vec_dqn"].parameters()))
+
+
+def test_grad_clip_bounds_the_applied_gradient():
+    model = make_model()
+    cfg = all_heads_cfg(grad_clip=1e-3)
+    m = train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
+    clipped = torch.linalg.vector_norm(torch.stack(
+        [p.grad.norm() for p in model.parameters() if p.grad is not None]))
+    assert m["loss/grad_norm"] > 1e-3  # the logged norm is the one before clipping
+    assert clipped.item() == pytest.approx(1e-3, rel=1e-3)
+
+
+@pytest.mark.parametrize("head", ["sp", "sv"])
+def test_missing_q_star_is_a_clear_error(head):
+    model = make_model()
+    cfg = TrainConfig(seq_len=S, **{head: (SpLossConfig if head == "sp" else SvLossConfig)(weight=1.0)})
+    batch = make_batch(SPEC, B, S).exclude("q_star")
+    with pytest.raises(KeyError, match=f"{head}.*q_star"):
+        train_step(model, make_optimizer(model, cfg), batch, cfg)
+
+
+def test_missing_head_output_is_a_clear_error():
+    model = make_model(heads=("dqn",))
+    cfg = all_heads_cfg()
+    with pytest.raises(KeyError, match="vec_dqn.*heads_for"):
+        train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
