@@ -103,7 +103,11 @@ class RecordError(ValueError):
 
 
 def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
-    """Every way ``td`` (batch dims ``[N]``) breaks the per-record contract."""
+    """Every way ``td`` (batch dims ``[N]``) breaks the per-record contract.
+
+    Checks run on numpy views of the CPU tensors: a chunk is validated on every
+    ingest, and a few numpy reductions cost far less than the same torch calls.
+    """
     problems: list[str] = []
     if td.batch_dims != 1:
         return [f"records must have one batch dim [N], got batch_size {tuple(td.batch_size)}"]
@@ -111,6 +115,7 @@ def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
     for name in td.keys():
         if name not in fields:
             problems.append(f"{name}: unknown field (expected only {sorted(fields)})")
+    a = {}
     for name, fs in fields.items():
         if name not in td.keys():
             problems.append(f"{name}: missing (dtype {fs.dtype}, per-step shape {fs.shape})")
@@ -122,45 +127,43 @@ def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
         if tuple(x.shape[1:]) != fs.shape:
             problems.append(f"{name}: per-step shape {tuple(x.shape[1:])}, expected {fs.shape}")
             continue
-        if fs.check == "finite" and not bool(torch.isfinite(x).all()):
+        a[name] = v = x.detach().cpu().numpy()
+        if fs.check == "finite" and not np.isfinite(v).all():
             problems.append(f"{name}: contains NaN or inf")
-        elif fs.check == "no_nan_no_posinf" and bool((torch.isnan(x) | (x == float("inf"))).any()):
+        elif fs.check == "no_nan_no_posinf" and (np.isnan(v).any() or np.isposinf(v).any()):
             problems.append(f"{name}: contains NaN or +inf (only -inf is allowed, for invalid actions)")
     if problems:
         return problems
-    done, time, action = td["done"], td["time"], td["action"]
-    if bool(((done < 0) | (done > 2)).any()):
-        problems.append(f"done: values {sorted(set(done.unique().tolist()))} outside {{0, 1, 2}}")
-    if bool((time < 0).any()):
+    done, time, action = a["done"], a["time"], a["action"]
+    if done.min(initial=0) < 0 or done.max(initial=0) > 2:
+        problems.append(f"done: values {sorted(set(done.tolist()))} outside {{0, 1, 2}}")
+    if time.min(initial=0) < 0:
         problems.append("time: negative step index")
-    if bool(((action < 0) | (action >= spec.num_actions)).any()):
+    if action.min(initial=0) < 0 or action.max(initial=0) >= spec.num_actions:
         problems.append(f"action: outside [0, {spec.num_actions})")
     first = time == 0
-    if bool((first & (done != ALIVE)).any()):
+    if (first & (done != ALIVE)).any():
         problems.append("time/done: a record with time 0 (episode start) cannot end its episode")
-    if bool((first & ((action != 0) | (td["reward"] != 0))).any()):
+    if (first & ((action != 0) | (a["reward"] != 0))).any():
         problems.append("action/reward: must be 0 at the first step of an episode (time 0)")
     return problems
 
 
 def continuity_problems(td: TensorDict) -> list[str]:
     """Records of each stream inside one chunk must be consecutive steps."""
-    problems: list[str] = []
-    sid, time, done = td["stream_id"], td["time"], td["done"]
-    for s in sid.unique().tolist():
-        idx = (sid == s).nonzero().squeeze(-1)
-        if len(idx) < 2:
-            continue
-        t, d = time[idx], done[idx]
-        # after a finished episode the next record is a reset (time 0); otherwise time + 1
-        expected = torch.where(d[:-1] != ALIVE, torch.zeros_like(t[:-1]), t[:-1] + 1)
-        bad = (t[1:] != expected).nonzero().squeeze(-1)
-        if len(bad):
-            i = int(bad[0])
-            problems.append(
-                f"stream {s}: record {i + 1} has time {int(t[i + 1])} after time {int(t[i])} "
-                f"with done {int(d[i])} (expected {int(expected[i])}): steps are not consecutive"
-            )
+    sid, time, done = (td.get(k).detach().cpu().numpy() for k in ("stream_id", "time", "done"))
+    order = np.argsort(sid, kind="stable")  # each stream's records together, in chunk order
+    s, t, d = sid[order], time[order], done[order]
+    # after a finished episode the next record is a reset (time 0); otherwise time + 1
+    expected = np.where(d[:-1] != ALIVE, 0, t[:-1] + 1)
+    bad = np.flatnonzero((s[1:] == s[:-1]) & (t[1:] != expected))
+    problems = []
+    for stream in dict.fromkeys(s[bad + 1].tolist()):  # first break of each stream
+        i = int(bad[s[bad + 1] == stream][0])
+        problems.append(
+            f"stream {stream}: time {int(t[i + 1])} follows time {int(t[i])} with done {int(d[i])} "
+            f"(expected {int(expected[i])}): steps are not consecutive"
+        )
     return problems
 
 

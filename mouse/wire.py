@@ -1,0 +1,451 @@
+"""The wire format: the one module that turns messages into ZeroMQ frames and back.
+
+Every message is one ZeroMQ multipart message. Frame 0 is the header::
+
+    offset  bytes  content
+    0       5      magic b"MOUSE"
+    5       2      wire version, uint16 little-endian (WIRE_VERSION; bumped on any change below)
+    7       1      kind code, uint8 (KIND_CODES)
+    8       ...    body: one UTF-8 JSON object, no NaN/Infinity; frame 0 is at most MAX_HEADER_BYTES
+
+Frames 1..k are raw tensor bytes, C-contiguous, little-endian, one tensor per frame, in
+the order the header lists them. ``dtype`` is the torch dtype name without "torch."
+("float32", "int64", "uint8", "bool", ...; DTYPES); bool bytes are 0 or 1.
+
+    code  kind       direction        frame 0 body                           frames 1..k (header order)
+    1     chunk      actor->learner   {"actor_id": int, "n": int,            per field: [n, *shape],
+                                       "fields": [[name, dtype, shape]]}     n * itemsize * prod(shape) bytes
+    2     weights    learner->actors  {"version": int,                       per tensor: [*shape],
+                                       "tensors": [[name, dtype, shape]]}    itemsize * prod(shape) bytes
+    3     hello      actor->learner   {"actor_id" (-1 = assign me one), "pid", "host"}
+    4     heartbeat  actor->learner   {"actor_id", "counters": {name: number}}
+    5     episode    actor->learner   {"actor_id", "episodes": [{"stream_id", "return", "length",
+                                                                 "policy_version"}, ...]}
+    6     bye        actor->learner   {"actor_id"}
+    7     stop       learner->actor   {"version"}  (heartbeat reply: leave now)
+    8     welcome    learner->actor   {"actor_id", "config": the run's config as a JSON object}
+    9     ack        learner->actor   {"version"}  (heartbeat reply: keep going)
+
+Encoding is zero-copy: frames 1..k are memoryviews of the (contiguous, CPU) tensors, so
+leave the tensors unchanged until ZeroMQ has sent them. Decoding copies each frame exactly
+once into a fresh, writable tensor (a received frame is read-only memory).
+
+A chunk's ``shape`` is the per-record shape (the record count n is in the header) and
+its field set must be exactly the receiver's ``RecordSpec.fields()``. Control messages
+(kinds 3-7) are frame 0 only; their bodies have exactly the keys above (CONTROL_SCHEMAS).
+
+Decoding validates everything before returning and raises nothing but ``WireError``,
+whose ``reason`` is one of REASONS (the learner counts ``wire/rejected/<reason>``):
+
+    bad_magic        frame 0 does not start with b"MOUSE"
+    bad_version      wire version is not WIRE_VERSION
+    bad_kind         unknown kind code, or a kind this decoder does not accept
+    bad_header       frame 0 is not a JSON object with the kind's keys and value types
+    bad_fields       chunk field set differs from the spec; a name repeated
+    bad_dtype        unknown dtype, or not the spec's dtype
+    bad_shape        shape not a list of ints >= 0 (bounded), or not the spec's shape
+    missing_frames   fewer frames than the header announces (or none at all)
+    too_many_frames  more frames than the header announces
+    bad_length       a frame's byte length is not itemsize * prod(shape) (or not a byte buffer)
+    oversize         more than max_records records, or frame 0 over MAX_HEADER_BYTES
+    bad_values       records break the contract (mouse.records: NaN/inf, done, streams, ...)
+                     or a bool byte is not 0/1
+    bad_body         a control body misses a key, has an extra one, or a value of the wrong type
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import struct
+import sys
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from mouse.records import RecordError, RecordSpec, validate_records
+
+if sys.byteorder != "little":  # frames are the tensors' native bytes
+    raise ImportError("mouse.wire needs a little-endian host")
+
+MAGIC = b"MOUSE"
+WIRE_VERSION = 1
+_PREFIX = struct.Struct("<5sHB")  # magic, version, kind code
+MAX_HEADER_BYTES = 1 << 20
+DEFAULT_MAX_RECORDS = 65536
+MAX_DIMS = 16
+MAX_SPAN = 1 << 48  # bound on prod(max(d, 1)) of a shape: torch's strides must not overflow
+
+KIND_CODES = {"chunk": 1, "weights": 2, "hello": 3, "heartbeat": 4, "episode": 5, "bye": 6, "stop": 7,
+              "welcome": 8, "ack": 9}
+_KIND_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
+
+REASONS = (
+    "bad_magic", "bad_version", "bad_kind", "bad_header", "bad_fields", "bad_dtype", "bad_shape",
+    "missing_frames", "too_many_frames", "bad_length", "oversize", "bad_values", "bad_body",
+)
+
+DTYPES = {
+    str(d).removeprefix("torch."): d
+    for d in (torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64,
+              torch.float16, torch.bfloat16, torch.float32, torch.float64)
+}
+_DTYPE_NAME = {d: name for name, d in DTYPES.items()}
+_NUMPY = {d: torch.empty(0, dtype=d).numpy().dtype for d in DTYPES.values() if d is not torch.bfloat16}
+
+Frames = Sequence  # of bytes | memoryview | zmq.Frame
+
+
+class WireError(ValueError):
+    """A message that cannot be accepted; ``reason`` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in REASONS, reason
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(frozen=True)
+class Message:
+    """Any decoded message: ``body`` is the chunk/weights header or the control body."""
+
+    kind: str
+    body: dict
+    records: TensorDict | None = None  # chunk: [n] step records
+    tensors: dict[str, torch.Tensor] | None = None  # weights: the state dict
+
+
+# --- frames and headers -------------------------------------------------------------------
+
+def _header(kind: str, body: dict) -> bytes:
+    text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    return _PREFIX.pack(MAGIC, WIRE_VERSION, KIND_CODES[kind]) + text.encode()
+
+
+def _byte_view(frame, i: int) -> memoryview:
+    """A flat byte view of a frame without copying (zmq.Frame from recv(copy=False): .buffer)."""
+    try:
+        view = memoryview(frame.buffer if hasattr(frame, "buffer") else frame)
+        return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+    except (TypeError, ValueError, AttributeError):
+        raise WireError("bad_length" if i else "bad_header",
+                        f"frame {i} is not a contiguous byte buffer ({type(frame).__name__})") from None
+
+
+def _raw(t: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, zero-copy (any dtype, bfloat16 included)."""
+    return memoryview(t.reshape(-1).view(torch.uint8).numpy())
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not allowed")
+
+
+def _finite_float(text: str) -> float:
+    x = float(text)
+    if not math.isfinite(x):
+        raise ValueError(f"{text} overflows")
+    return x
+
+
+def _open(frames: Frames) -> tuple[str, dict, list[memoryview]]:
+    """Check frame 0 and parse its body; return (kind, body, byte views of all frames)."""
+    if not isinstance(frames, (list, tuple)):
+        raise WireError("bad_header", f"expected a list of frames, got {type(frames).__name__}")
+    if not frames:
+        raise WireError("missing_frames", "empty message")
+    head = _byte_view(frames[0], 0)
+    if head[:5] != MAGIC:
+        raise WireError("bad_magic", f"frame 0 starts with {bytes(head[:5])!r}, expected {MAGIC!r}")
+    if head.nbytes < _PREFIX.size:
+        raise WireError("bad_header", f"frame 0 has {head.nbytes} bytes, shorter than its prefix")
+    _, version, code = _PREFIX.unpack_from(head)
+    if version != WIRE_VERSION:
+        raise WireError("bad_version", f"wire version {version}, this side speaks {WIRE_VERSION}")
+    kind = _KIND_BY_CODE.get(code)
+    if kind is None:
+        raise WireError("bad_kind", f"unknown kind code {code}")
+    if head.nbytes > MAX_HEADER_BYTES:
+        raise WireError("oversize", f"frame 0 has {head.nbytes} bytes > {MAX_HEADER_BYTES}")
+    try:
+        body = json.loads(str(head[_PREFIX.size:], "utf-8"),
+                          parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as e:
+        raise WireError("bad_header", f"{kind} body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise WireError("bad_header", f"{kind} body is a JSON {type(body).__name__}, not an object")
+    return kind, body, [head] + [_byte_view(f, i) for i, f in enumerate(frames[1:], start=1)]
+
+
+def _expect_kind(kind: str, allowed, what: str) -> None:
+    if kind not in allowed:
+        raise WireError("bad_kind", f"{what} got a {kind!r} message")
+
+
+def _is_int(x) -> bool:
+    return type(x) is int  # JSON true/false are bools, never counts or ids
+
+
+def _check_keys(body: dict, keys: set, reason: str, what: str) -> None:
+    if body.keys() != keys:
+        missing, extra = sorted(keys - body.keys(), key=str), sorted(body.keys() - keys, key=str)
+        raise WireError(reason, f"{what}: missing keys {missing}, unexpected keys {extra}")
+
+
+# --- tensors --------------------------------------------------------------------------------
+
+TensorList = list[tuple[str, torch.dtype, tuple[int, ...]]]
+
+
+def _tensor_list(entries, what: str) -> TensorList:
+    """Parse [[name, dtype, shape], ...] from a header."""
+    if not isinstance(entries, list):
+        raise WireError("bad_header", f"{what} must be a list of [name, dtype, shape]")
+    out, seen = [], set()
+    for e in entries:
+        if not (isinstance(e, list) and len(e) == 3 and isinstance(e[0], str)):
+            raise WireError("bad_header", f"{what} entry {str(e)[:80]} is not [name, dtype, shape]")
+        name, dtype_name, shape = e
+        if name in seen:
+            raise WireError("bad_fields", f"{name!r} appears twice")
+        seen.add(name)
+        if not isinstance(dtype_name, str) or dtype_name not in DTYPES:
+            raise WireError("bad_dtype", f"{name}: unknown dtype {str(dtype_name)[:40]!r}")
+        if not (isinstance(shape, list) and len(shape) <= MAX_DIMS
+                and all(_is_int(d) and d >= 0 for d in shape)
+                and math.prod(max(d, 1) for d in shape) < MAX_SPAN):
+            raise WireError("bad_shape", f"{name}: shape {str(shape)[:80]} is not a list of "
+                                         f"<= {MAX_DIMS} ints >= 0 spanning < 2**48")
+        out.append((name, DTYPES[dtype_name], tuple(shape)))
+    return out
+
+
+def _check_frames(views: list[memoryview], entries: TensorList, lead: tuple[int, ...]) -> None:
+    """Frame count, then every frame's byte length, before anything is allocated."""
+    if len(views) < 1 + len(entries):
+        raise WireError("missing_frames", f"{len(views)} frames, header announces {1 + len(entries)}")
+    if len(views) > 1 + len(entries):
+        raise WireError("too_many_frames", f"{len(views)} frames, header announces {1 + len(entries)}")
+    for view, (name, dtype, shape) in zip(views[1:], entries):
+        expected = math.prod(lead + shape) * dtype.itemsize
+        if view.nbytes != expected:
+            raise WireError("bad_length", f"{name}: {view.nbytes} bytes, expected {expected} "
+                                          f"({dtype} {list(lead + shape)})")
+
+
+def _copy_tensor(view: memoryview, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """Exactly one copy: read-only frame bytes -> a fresh, writable tensor (never torch.frombuffer
+    on the read-only frame: it warns and would alias memory zmq may reuse)."""
+    np_dtype = _NUMPY.get(dtype)
+    if np_dtype is None:  # bfloat16: numpy has no such type, copy the bytes into a torch tensor
+        out = torch.empty(shape, dtype=dtype)
+        if out.numel():
+            out.view(-1).view(torch.uint8).numpy()[:] = np.frombuffer(view, dtype=np.uint8)
+        return out
+    array = np.frombuffer(view, dtype=np_dtype).copy()
+    if dtype is torch.bool and array.view(np.uint8).max(initial=0) > 1:  # other bytes are not valid bools
+        raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
+    return torch.from_numpy(array).reshape(shape)
+
+
+def _plain_tensor(name: str, x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor) or x.layout != torch.strided:
+        raise TypeError(f"{name}: expected a dense tensor, got {type(x).__name__}")
+    if x.dtype not in _DTYPE_NAME:
+        raise ValueError(f"{name}: dtype {x.dtype} cannot travel (supported: {sorted(DTYPES)})")
+    return x.detach().cpu().contiguous()
+
+
+# --- chunks ---------------------------------------------------------------------------------
+
+def encode_chunk(td: TensorDict, actor_id: int, *, spec: RecordSpec | None = None) -> list:
+    """Frames of a chunk of [N] step records; with ``spec``, validate them first (RecordError)."""
+    if spec is not None:
+        validate_records(td, spec)
+    if td.batch_dims != 1:
+        raise ValueError(f"a chunk has batch dims [N], got {tuple(td.batch_size)}")
+    if not _is_int(actor_id) or actor_id < 0:
+        raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
+    entries, frames = [], []
+    for name, x in td.items():
+        x = _plain_tensor(name, x)
+        entries.append([name, _DTYPE_NAME[x.dtype], list(x.shape[1:])])
+        frames.append(_raw(x))
+    n = int(td.batch_size[0])
+    return [_header("chunk", {"actor_id": actor_id, "n": n, "fields": entries}), *frames]
+
+
+@functools.lru_cache(maxsize=64)
+def _spec_fields(spec: RecordSpec) -> dict:
+    return spec.fields()  # RecordSpec is frozen: its fields never change
+
+
+def _chunk(body: dict, views: list[memoryview], spec: RecordSpec, max_records: int):
+    _check_keys(body, {"actor_id", "n", "fields"}, "bad_header", "chunk header")
+    actor_id, n = body["actor_id"], body["n"]
+    if not (_is_int(actor_id) and actor_id >= 0):
+        raise WireError("bad_header", f"actor_id {str(actor_id)[:40]} is not an int >= 0")
+    if not (_is_int(n) and n >= 1):
+        raise WireError("bad_header", f"n {str(n)[:40]} is not an int >= 1")
+    if n > max_records:
+        raise WireError("oversize", f"{n} records > max_records {max_records}")
+    entries = _tensor_list(body["fields"], "fields")
+    fields = _spec_fields(spec)
+    names = {name for name, _, _ in entries}
+    if names != fields.keys():
+        raise WireError("bad_fields", f"missing {sorted(fields.keys() - names)}, "
+                                      f"unexpected {sorted(names - fields.keys())}")
+    for name, dtype, shape in entries:
+        if dtype != fields[name].dtype:
+            raise WireError("bad_dtype", f"{name}: {dtype}, expected {fields[name].dtype}")
+        if shape != fields[name].shape:
+            raise WireError("bad_shape", f"{name}: per-record shape {shape}, expected {fields[name].shape}")
+    _check_frames(views, entries, (n,))
+    td = TensorDict({name: _copy_tensor(v, name, dtype, (n, *shape))
+                     for v, (name, dtype, shape) in zip(views[1:], entries)}, batch_size=[n])
+    try:
+        validate_records(td, spec)
+    except RecordError as e:
+        raise WireError("bad_values", "; ".join(e.problems)) from None
+    return {"actor_id": actor_id, "n": n}, td
+
+
+def decode_chunk(frames: Frames, spec: RecordSpec, *,
+                 max_records: int = DEFAULT_MAX_RECORDS) -> tuple[dict, TensorDict]:
+    """({"actor_id", "n"}, validated TensorDict[n]) or WireError."""
+    kind, body, views = _open(frames)
+    _expect_kind(kind, ("chunk",), "decode_chunk")
+    return _chunk(body, views, spec, max_records)
+
+
+# --- weights --------------------------------------------------------------------------------
+
+def encode_weights(version: int, state_dict: dict[str, torch.Tensor]) -> list:
+    """Frames of a versioned state dict (tensors moved to CPU; no pickle)."""
+    if not _is_int(version) or version < 0:
+        raise ValueError(f"weights version must be an int >= 0, got {version!r}")
+    entries, frames = [], []
+    for name, t in state_dict.items():
+        t = _plain_tensor(name, t)
+        entries.append([name, _DTYPE_NAME[t.dtype], list(t.shape)])
+        frames.append(_raw(t))
+    return [_header("weights", {"version": version, "tensors": entries}), *frames]
+
+
+def _weights(body: dict, views: list[memoryview]) -> tuple[int, dict[str, torch.Tensor]]:
+    _check_keys(body, {"version", "tensors"}, "bad_header", "weights header")
+    version = body["version"]
+    if not (_is_int(version) and version >= 0):
+        raise WireError("bad_header", f"version {str(version)[:40]} is not an int >= 0")
+    entries = _tensor_list(body["tensors"], "tensors")
+    _check_frames(views, entries, ())
+    return version, {name: _copy_tensor(v, name, dtype, shape)
+                     for v, (name, dtype, shape) in zip(views[1:], entries)}
+
+
+def decode_weights(frames: Frames) -> tuple[int, dict[str, torch.Tensor]]:
+    """(version, CPU state dict) or WireError."""
+    kind, body, views = _open(frames)
+    _expect_kind(kind, ("weights",), "decode_weights")
+    return _weights(body, views)
+
+
+# --- control --------------------------------------------------------------------------------
+
+def _nonneg_int(x) -> bool:
+    return _is_int(x) and x >= 0
+
+
+def _number(x) -> bool:
+    return type(x) is int or (type(x) is float and math.isfinite(x))
+
+
+def _counters(x) -> bool:
+    return isinstance(x, dict) and all(isinstance(k, str) and _number(v) for k, v in x.items())
+
+
+_EPISODE = {"stream_id": _nonneg_int, "return": _number, "length": _nonneg_int,
+            "policy_version": lambda x: _is_int(x) and x >= -1}  # -1: before the first weights
+
+
+def _episodes(x) -> bool:
+    return isinstance(x, list) and all(
+        isinstance(e, dict) and e.keys() == _EPISODE.keys() and all(ok(e[k]) for k, ok in _EPISODE.items())
+        for e in x)
+
+
+CONTROL_SCHEMAS = {
+    "hello": {"actor_id": lambda x: _is_int(x) and x >= -1, "pid": _nonneg_int,
+              "host": lambda x: isinstance(x, str)},
+    "heartbeat": {"actor_id": _nonneg_int, "counters": _counters},
+    "episode": {"actor_id": _nonneg_int, "episodes": _episodes},
+    "bye": {"actor_id": _nonneg_int},
+    "stop": {"version": _is_int},
+    "welcome": {"actor_id": _nonneg_int, "config": lambda x: isinstance(x, dict)},
+    "ack": {"version": _is_int},
+}
+
+
+def _check_body(kind: str, body) -> dict:
+    schema = CONTROL_SCHEMAS[kind]
+    if not isinstance(body, dict):
+        raise WireError("bad_body", f"{kind} body must be a dict")
+    _check_keys(body, schema.keys(), "bad_body", f"{kind} body")
+    bad = [key for key, ok in schema.items() if not ok(body[key])]
+    if bad:
+        raise WireError("bad_body", f"{kind} body: wrong type or value for {bad}")
+    return body
+
+
+def encode_control(kind: str, body: dict) -> list[bytes]:
+    """One frame; the body is checked like the receiver will (WireError bad_kind/bad_body)."""
+    if kind not in CONTROL_SCHEMAS:
+        raise WireError("bad_kind", f"{kind!r} is not a control kind {sorted(CONTROL_SCHEMAS)}")
+    return [_header(kind, _check_body(kind, body))]
+
+
+def _control(kind: str, body: dict, views: list[memoryview]) -> dict:
+    if len(views) > 1:
+        raise WireError("too_many_frames", f"{kind} is one frame, got {len(views)}")
+    return _check_body(kind, body)
+
+
+def decode_control(frames: Frames) -> tuple[str, dict]:
+    """(kind, body) of a control message or WireError."""
+    kind, body, views = _open(frames)
+    _expect_kind(kind, CONTROL_SCHEMAS, "decode_control")
+    return kind, _control(kind, body, views)
+
+
+# --- any message ----------------------------------------------------------------------------
+
+def peek_kind(frames: Frames) -> str | None:
+    """The kind named by a well-formed prefix of frame 0, else None (nothing else is checked)."""
+    try:
+        head = _byte_view(frames[0], 0)
+        magic, version, code = _PREFIX.unpack_from(head)
+    except (WireError, TypeError, IndexError, KeyError, struct.error):
+        return None
+    return _KIND_BY_CODE.get(code) if magic == MAGIC and version == WIRE_VERSION else None
+
+
+def is_weights(frames: Frames) -> bool:
+    return peek_kind(frames) == "weights"
+
+
+def decode(frames: Frames, spec: RecordSpec | None = None, *,
+           max_records: int = DEFAULT_MAX_RECORDS) -> Message:
+    """Decode and validate any message; chunks are accepted only when ``spec`` is given."""
+    kind, body, views = _open(frames)
+    if kind == "chunk":
+        _expect_kind(kind, () if spec is None else ("chunk",), "a decoder without a RecordSpec")
+        header, td = _chunk(body, views, spec, max_records)
+        return Message(kind, header, records=td)
+    if kind == "weights":
+        version, tensors = _weights(body, views)
+        return Message(kind, {"version": version}, tensors=tensors)
+    return Message(kind, _control(kind, body, views))

@@ -1,0 +1,457 @@
+"""The wire format: round trips (in memory and over real ZeroMQ sockets) and every rejection."""
+
+import json
+import math
+import random
+import struct
+import warnings
+
+import pytest
+import torch
+import zmq
+from tensordict import TensorDict
+
+from mouse import wire
+from mouse.records import RecordSpec
+from mouse.wire import WireError
+
+OBS = {"continuous": (4,), "discrete": (), "image": (3, 5, 2)}
+A = 4
+
+
+def make_spec(kind="continuous", q_star=False, action_mask=False) -> RecordSpec:
+    return RecordSpec(kind, OBS[kind], A, q_star=q_star, action_mask=action_mask)
+
+
+def make_records(spec: RecordSpec, streams: int = 3, steps: int = 6, seed: int = 0) -> TensorDict:
+    """Valid records, step-major like a vector env: stream j's episode ends at time 3, then resets."""
+    g = torch.Generator().manual_seed(seed)
+    time = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 4][:steps]).repeat_interleave(streams)  # [N]
+    n = len(time)
+    done = ((time == 3) & (torch.arange(n) < 4 * streams)).long()
+    first = time == 0
+    td = spec.empty(n)
+    obs = td[spec.obs_key]
+    if spec.obs_kind == "continuous":
+        obs.copy_(torch.randn(obs.shape, generator=g))
+    else:
+        obs.copy_(torch.randint(0, 200, obs.shape, generator=g))
+    td["action"] = torch.randint(0, A, (n,), generator=g).masked_fill(first, 0)
+    td["reward"] = torch.randn(n, generator=g).masked_fill(first, 0.0)
+    td["xformed_reward"] = td["reward"] * 0.5
+    td["done"], td["time"] = done, time
+    td["stream_id"] = (torch.arange(n) % streams) + 10
+    td["policy_version"] = torch.full((n,), 7)
+    if spec.q_star:
+        q = torch.randn(n, A, generator=g)
+        q[:, -1] = -math.inf  # an invalid action must survive the trip
+        td["q_star"] = q
+    if spec.action_mask:
+        td["action_mask"][:, :-1] = True
+    return td
+
+
+def as_bytes(frames) -> list[bytes]:
+    return [bytes(f) for f in frames]
+
+
+def assert_same(a: TensorDict, b: TensorDict):
+    assert set(a.keys()) == set(b.keys())
+    for k in a.keys():
+        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+
+
+# --- round trips ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", list(OBS))
+@pytest.mark.parametrize("q_star", [False, True])
+@pytest.mark.parametrize("action_mask", [False, True])
+def test_chunk_round_trip(kind, q_star, action_mask):
+    spec = make_spec(kind, q_star, action_mask)
+    td = make_records(spec)
+    header, out = wire.decode_chunk(wire.encode_chunk(td, actor_id=5, spec=spec), spec)
+    assert header == {"actor_id": 5, "n": td.batch_size[0]}
+    assert_same(out, td)
+    if q_star:
+        assert torch.all(out["q_star"][:, -1] == -math.inf)
+
+
+def test_chunk_round_trip_over_zmq_without_warnings():
+    spec = make_spec("image", q_star=True, action_mask=True)
+    chunks = [make_records(spec, seed=i) for i in range(3)]
+    ctx = zmq.Context()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    try:
+        port = pull.bind_to_random_port("tcp://127.0.0.1")
+        push.connect(f"tcp://127.0.0.1:{port}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for i, td in enumerate(chunks):
+                push.send_multipart(wire.encode_chunk(td, actor_id=i), copy=i % 2 == 0)
+            push.send_multipart(wire.encode_weights(3, {"w": torch.arange(6.0).reshape(2, 3)}), copy=False)
+            assert pull.poll(5000)
+            for i, td in enumerate(chunks):
+                frames = pull.recv_multipart(copy=False)  # zmq.Frame, decoded via .buffer
+                header, out = wire.decode_chunk(frames, spec)
+                read_only = [memoryview(f.bytes) for f in frames]  # what a received frame may be
+                assert read_only[1].readonly
+                assert_same(wire.decode_chunk(read_only, spec)[1], td)
+                assert header["actor_id"] == i
+                assert_same(out, td)
+                out["reward"].add_(1.0)  # decoded tensors own writable memory
+            msg = wire.decode(pull.recv_multipart(copy=False), spec)
+            assert msg.kind == "weights" and msg.body == {"version": 3}
+            assert torch.equal(msg.tensors["w"], torch.arange(6.0).reshape(2, 3))
+    finally:
+        push.close(0), pull.close(0), ctx.term()
+
+
+def test_weights_round_trip_exact():
+    state = {
+        "lin.weight": torch.randn(3, 5),
+        "lin.weight_t": torch.randn(5, 3).t(),  # non-contiguous
+        "half": torch.randn(4).half(),
+        "bf16": torch.randn(2, 2).bfloat16(),
+        "f64": torch.randn(3).double(),
+        "steps": torch.tensor(12345678901, dtype=torch.int64),  # 0-dim int buffer
+        "mask": torch.tensor([True, False, True]),
+        "bytes": torch.arange(7, dtype=torch.uint8),
+        "empty": torch.zeros(0, 4),
+        "needs_grad": torch.nn.Parameter(torch.ones(2)),
+    }
+    version, out = wire.decode_weights(as_bytes(wire.encode_weights(9, state)))
+    assert version == 9 and list(out) == list(state)
+    for k, t in state.items():
+        assert out[k].dtype == t.dtype and out[k].shape == t.shape and not out[k].requires_grad
+        assert torch.equal(out[k], t.detach()), k
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    clone = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    clone.load_state_dict(wire.decode_weights(wire.encode_weights(0, model.state_dict()))[1])
+    for (k, a), b in zip(model.state_dict().items(), clone.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+CONTROL = {
+    "hello": {"actor_id": -1, "pid": 1234, "host": "node-1"},
+    "heartbeat": {"actor_id": 2, "counters": {"env_steps": 100, "send_blocked_s": 0.25}},
+    "episode": {"actor_id": 2, "episodes": [{"stream_id": 4, "return": 21.0, "length": 21,
+                                             "policy_version": 3}]},
+    "bye": {"actor_id": 2},
+    "stop": {"version": 7},
+    "welcome": {"actor_id": 3, "config": {"env": {"env_id": "CartPole-v1"}, "num_actors": 2}},
+    "ack": {"version": 7},
+}
+
+
+@pytest.mark.parametrize("kind", list(CONTROL))
+def test_control_round_trip(kind):
+    frames = wire.encode_control(kind, CONTROL[kind])
+    assert len(frames) == 1
+    assert wire.decode_control(frames) == (kind, CONTROL[kind])
+    msg = wire.decode(frames)
+    assert (msg.kind, msg.body, msg.records, msg.tensors) == (kind, CONTROL[kind], None, None)
+
+
+BAD_BODIES = [
+    ("hello", {k: v for k, v in CONTROL["hello"].items() if k != "host"}),
+    ("hello", {**CONTROL["hello"], "actor_id": -2}),
+    ("hello", {**CONTROL["hello"], "actor_id": "2"}),
+    ("hello", {**CONTROL["hello"], "pid": True}),  # JSON booleans are not ints
+    ("heartbeat", {"actor_id": 2, "counters": {"x": "1"}}),
+    ("heartbeat", {"actor_id": 2, "counters": {"x": 1}, "extra": 0}),
+    ("heartbeat", {"actor_id": 2, "counters": {"x": math.nan}}),
+    ("episode", {"actor_id": 2, "episodes": [{"stream_id": 4, "return": 1.0, "length": 2}]}),
+    ("episode", {"actor_id": 2, "episodes": [{**CONTROL["episode"]["episodes"][0], "length": -1}]}),
+    ("episode", {"actor_id": 2, "episodes": {"stream_id": 4}}),
+    ("bye", {"actor_id": -1}),
+    ("bye", []),
+    ("stop", {"now": True}),
+    ("welcome", {"actor_id": 1, "config": "not a dict"}),
+    ("ack", {"version": 1.5}),
+    ("bye", {"actor_id": 1, 5: 2, "x": 3}),  # mixed key types are reported, not a TypeError
+]
+
+
+@pytest.mark.parametrize("kind,body", BAD_BODIES)
+def test_control_rejects_bad_bodies(kind, body):
+    with pytest.raises(WireError) as e:  # the sender refuses to encode it...
+        wire.encode_control(kind, body)
+    assert e.value.reason == "bad_body"
+    if isinstance(body, dict) and all(isinstance(k, str) for k in body):  # ...and so does the receiver
+        frames = [struct.pack("<5sHB", b"MOUSE", wire.WIRE_VERSION, wire.KIND_CODES[kind])
+                  + json.dumps(body).encode()]
+        with pytest.raises(WireError) as e:
+            wire.decode_control(frames)
+        assert e.value.reason in ("bad_body", "bad_header")  # NaN is not even JSON for us
+
+
+def test_control_kind_and_frame_errors():
+    with pytest.raises(WireError, match="bad_kind"):
+        wire.encode_control("chunk", {})
+    with pytest.raises(WireError, match="too_many_frames"):
+        wire.decode_control(wire.encode_control("bye", {"actor_id": 1}) + [b""])
+    with pytest.raises(WireError, match="bad_kind"):
+        wire.decode_control(wire.encode_weights(1, {}))
+    assert wire.is_weights(wire.encode_weights(1, {})) and not wire.is_weights(CONTROL_FRAMES)
+    assert wire.peek_kind([b"junk"]) is None and wire.peek_kind([]) is None
+
+
+CONTROL_FRAMES = wire.encode_control("bye", {"actor_id": 1})
+
+
+# --- rejections -----------------------------------------------------------------------------
+
+SPEC = make_spec("continuous", q_star=True, action_mask=True)
+
+
+def good_frames(td=None) -> list[bytes]:
+    return as_bytes(wire.encode_chunk(make_records(SPEC) if td is None else td, actor_id=1))
+
+
+def header_of(frames) -> dict:
+    return json.loads(frames[0][8:])
+
+
+def with_header(frames, body, version=wire.WIRE_VERSION, code=1) -> list[bytes]:
+    return [struct.pack("<5sHB", b"MOUSE", version, code) + json.dumps(body).encode(), *frames[1:]]
+
+
+def fields_index(frames, name) -> int:
+    return [f[0] for f in header_of(frames)["fields"]].index(name)
+
+
+def drop_field(frames, name):
+    h, i = header_of(frames), fields_index(frames, name)
+    del h["fields"][i]
+    return with_header(frames[: i + 1] + frames[i + 2:], h)
+
+
+def add_field(frames):
+    h = header_of(frames)
+    h["fields"].append(["foo", "float32", []])
+    return with_header(frames + [bytes(4 * h["n"])], h)
+
+
+def retype(frames, name, dtype, shape, itemsize):
+    h, i = header_of(frames), fields_index(frames, name)
+    h["fields"][i] = [name, dtype, shape]
+    out = with_header(frames, h)
+    out[i + 1] = bytes(max(0, h["n"] * itemsize * math.prod(shape)))  # length consistent with the lie
+    return out
+
+
+def set_header(frames, **changes):
+    return with_header(frames, {**header_of(frames), **changes})
+
+
+def truncate(frames, i, nbytes=1):
+    return frames[:i] + [frames[i][:-nbytes]] + frames[i + 1:]
+
+
+def corrupt(**changes):
+    """Frames of records with some fields overwritten (the encoder does not validate)."""
+    td = make_records(SPEC)
+    for key, fn in changes.items():
+        fn(td[key])
+    return good_frames(td)
+
+
+MALFORMED = {
+    "bad_magic": lambda f: [b"MOUSX" + f[0][5:], *f[1:]],
+    "bad_magic/empty_frame": lambda f: [b"", *f[1:]],
+    "bad_version": lambda f: with_header(f, header_of(f), version=wire.WIRE_VERSION + 1),
+    "bad_kind": lambda f: with_header(f, header_of(f), code=99),
+    "bad_kind/weights_to_decode_chunk": lambda f: as_bytes(wire.encode_weights(1, {})),
+    "bad_kind/control_to_decode_chunk": lambda f: CONTROL_FRAMES,
+    "bad_header/invalid_json": lambda f: [f[0][:8] + b'{"actor_id": 1, "n": ', *f[1:]],
+    "bad_header/not_utf8": lambda f: [f[0][:8] + b"\xff\xfe", *f[1:]],
+    "bad_header/json_array": lambda f: [f[0][:8] + b"[1, 2]", *f[1:]],
+    "bad_header/nan_literal": lambda f: [f[0][:8] + f[0][8:].replace(b'"n":18', b'"n":NaN'), *f[1:]],
+    "bad_header/short_prefix": lambda f: [b"MOUSE\x01", *f[1:]],
+    "bad_header/missing_n": lambda f: with_header(f, {k: v for k, v in header_of(f).items() if k != "n"}),
+    "bad_header/extra_key": lambda f: set_header(f, extra=1),
+    "bad_header/negative_actor": lambda f: set_header(f, actor_id=-3),
+    "bad_header/n_zero": lambda f: set_header(f, n=0),
+    "bad_header/n_float": lambda f: set_header(f, n=18.0),
+    "bad_header/fields_not_list": lambda f: set_header(f, fields={"reward": "float32"}),
+    "bad_fields/missing": lambda f: drop_field(f, "reward"),
+    "bad_fields/extra": lambda f: add_field(f),
+    "bad_fields/duplicate": lambda f: set_header(f, fields=header_of(f)["fields"] + [["done", "int64", []]]),
+    "bad_dtype/wrong": lambda f: retype(f, "reward", "float64", [], 8),
+    "bad_dtype/unknown": lambda f: retype(f, "reward", "complex32", [], 4),
+    "bad_shape/wrong": lambda f: retype(f, "obs_continuous", "float32", [5], 4),
+    "bad_shape/negative": lambda f: retype(f, "obs_continuous", "float32", [-4], 4),
+    "bad_length/truncated": lambda f: truncate(f, 3),
+    "bad_length/padded": lambda f: f[:2] + [f[2] + b"\0"] + f[3:],
+    "missing_frames": lambda f: f[:-1],
+    "missing_frames/header_only": lambda f: f[:1],
+    "too_many_frames": lambda f: f + [b""],
+    "oversize/header": lambda f: [f[0] + b" " * wire.MAX_HEADER_BYTES, *f[1:]],
+    "bad_values/nan_reward": lambda f: corrupt(reward=lambda x: x.__setitem__(5, math.nan)),
+    "bad_values/inf_reward": lambda f: corrupt(xformed_reward=lambda x: x.__setitem__(5, math.inf)),
+    "bad_values/inf_obs": lambda f: corrupt(obs_continuous=lambda x: x.__setitem__((2, 1), -math.inf)),
+    "bad_values/nan_obs": lambda f: corrupt(obs_continuous=lambda x: x.__setitem__((0, 0), math.nan)),
+    "bad_values/posinf_q_star": lambda f: corrupt(q_star=lambda x: x.__setitem__((4, 0), math.inf)),
+    "bad_values/nan_q_star": lambda f: corrupt(q_star=lambda x: x.__setitem__((4, 2), math.nan)),
+    "bad_values/done_3": lambda f: corrupt(done=lambda x: x.__setitem__(4, 3)),
+    "bad_values/done_negative": lambda f: corrupt(done=lambda x: x.__setitem__(4, -1)),
+    "bad_values/action_range": lambda f: corrupt(action=lambda x: x.__setitem__(4, A)),
+    "bad_values/skipped_step": lambda f: corrupt(time=lambda x: x.__setitem__(7, 5)),  # stream 11: 1 -> 5
+    "bad_values/bool_byte": lambda f: f[:-1] + [b"\x02" + f[-1][1:]],  # action_mask is last
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_rejects_malformed_chunk(case):
+    frames = MALFORMED[case](good_frames())
+    with pytest.raises(WireError) as e:
+        wire.decode_chunk(frames, SPEC)
+    assert e.value.reason == case.split("/")[0], e.value.detail
+    if not case.startswith("bad_kind/"):  # (the dispatcher accepts every kind)
+        with pytest.raises(WireError) as e2:
+            wire.decode(frames, SPEC)
+        assert e2.value.reason == e.value.reason
+
+
+def test_good_frames_decode_and_corruptions_are_real():
+    """Guards the table above: the unmodified chunk passes, so each failure is the mutation's."""
+    frames = good_frames()
+    assert wire.decode_chunk(frames, SPEC)[1].batch_size == (18,)
+    assert header_of(frames)["n"] == 18 and fields_index(frames, "action_mask") == len(frames) - 2
+
+
+def test_oversize_records():
+    frames = good_frames()
+    assert wire.decode_chunk(frames, SPEC, max_records=18)[0]["n"] == 18
+    with pytest.raises(WireError) as e:
+        wire.decode_chunk(frames, SPEC, max_records=17)
+    assert e.value.reason == "oversize"
+
+
+def test_chunk_needs_a_spec_and_rejects_nonsense_frames():
+    with pytest.raises(WireError, match="bad_kind"):
+        wire.decode(good_frames())  # no RecordSpec: chunks are not accepted (e.g. on actors)
+    for frames, reason in [([], "missing_frames"), ("MOUSE", "bad_header"), ([123], "bad_header"),
+                           (good_frames()[:1] + [object()] + good_frames()[2:], "bad_length")]:
+        with pytest.raises(WireError) as e:
+            wire.decode(frames, SPEC)
+        assert e.value.reason == reason
+
+
+def test_weights_rejections():
+    good = as_bytes(wire.encode_weights(4, {"a": torch.ones(2, 3), "b": torch.zeros(2)}))
+    h = header_of(good)
+    cases = {
+        "bad_fields": with_header(good, {**h, "tensors": [h["tensors"][0]] * 2}, code=2),
+        "bad_dtype": with_header(good, {**h, "tensors": [["a", "object", [2, 3]], h["tensors"][1]]}, code=2),
+        "bad_header": with_header(good, {**h, "version": -1}, code=2),
+        "bad_length": truncate(good, 2, 4),
+        "too_many_frames": good + [b"x"],
+        "missing_frames": good[:2],
+        "bad_shape": with_header(good, {**h, "tensors": [["a", "float32", [2, 3.0]], h["tensors"][1]]},
+                                 code=2),
+        "bad_shape/overflow": with_header(good, {**h, "tensors": [["a", "bfloat16", [0, 2**31, 2**31]],
+                                                                 ["b", "float32", [0, 10**30]]]}, code=2)[:1]
+        + [b"", b""],
+    }
+    for case, frames in cases.items():
+        with pytest.raises(WireError) as e:
+            wire.decode_weights(frames)
+        assert e.value.reason == case.split("/")[0]
+    with pytest.raises(WireError, match="bad_kind"):
+        wire.decode_weights(good_frames())
+    with pytest.raises(ValueError):
+        wire.encode_weights(-1, {})
+    with pytest.raises(ValueError):
+        wire.encode_weights(1, {"c": torch.zeros(2, dtype=torch.complex64)})
+
+
+def test_every_reason_is_documented_and_tested():
+    tested = {case.split("/")[0] for case in MALFORMED} | {"bad_body"}
+    assert tested == set(wire.REASONS)
+    for reason in wire.REASONS:
+        assert f"    {reason} " in wire.__doc__
+
+
+# --- fuzz -----------------------------------------------------------------------------------
+
+def random_json(rng: random.Random, depth=0):
+    choices = [lambda: rng.randint(-3, 70000), lambda: rng.choice([2**31, 2**64, 10**400]),
+               lambda: rng.random(), lambda: None, lambda: True,
+               lambda: rng.choice(["", "float32", "bool", "obs_continuous", "reward", "x" * 50])]
+    if depth < 3:
+        choices += [lambda: [random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))],
+                    lambda: {rng.choice(["n", "actor_id", "fields", "version", "tensors", "q"]):
+                             random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))}]
+    return rng.choice(choices)()
+
+
+def mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
+    frames = list(frames)
+    op = rng.randrange(7) if frames else 6
+    i = rng.randrange(len(frames)) if frames else 0
+    if op == 0:  # flip random bytes anywhere
+        f = bytearray(frames[i])
+        for _ in range(rng.randint(1, 4)):
+            if f:
+                f[rng.randrange(len(f))] = rng.randrange(256)
+        frames[i] = bytes(f)
+    elif op == 1:  # truncate or extend a frame
+        frames[i] = frames[i][: rng.randrange(len(frames[i]) + 1)] + bytes(rng.randrange(3))
+    elif op == 2 and len(frames) > 1:  # drop, duplicate or swap frames
+        j = rng.randrange(len(frames))
+        frames[i], frames[j] = frames[j], frames[i]
+        if rng.random() < 0.5:
+            frames.insert(j, frames[i]) if rng.random() < 0.5 else frames.pop(j)
+    elif op == 3 and frames[0][:5] == b"MOUSE":  # replace a header value with random JSON
+        try:
+            h = json.loads(frames[0][8:])
+        except ValueError:
+            h = {}
+        if isinstance(h, dict) and h:
+            h[rng.choice(list(h))] = random_json(rng)
+        frames[0] = frames[0][:8] + json.dumps(h).encode()
+    elif op == 4:  # a field entry of the header replaced
+        try:
+            h = json.loads(frames[0][8:])
+            key = "fields" if "fields" in h else "tensors"
+            j = rng.randrange(len(h[key]))
+            if rng.random() < 0.5:
+                h[key][j] = random_json(rng)
+            else:  # keep the entry's form, change its dtype or shape
+                dims = [0, 1, 3, 4, 256, 2**31, 2**62, 10**30]
+                h[key][j][rng.choice([1, 2])] = (rng.choice(list(wire.DTYPES)) if rng.random() < 0.3 else
+                                                 [rng.choice(dims) for _ in range(rng.randint(0, 4))])
+            frames[0] = frames[0][:8] + json.dumps(h).encode()
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            pass
+    elif op == 5:  # another kind code
+        if len(frames[0]) >= 8:
+            frames[0] = frames[0][:7] + bytes([rng.randrange(9)]) + frames[0][8:]
+    else:  # pure noise
+        frames = [rng.randbytes(rng.randrange(40)) for _ in range(rng.randint(0, 4))]
+    return frames
+
+
+def test_fuzz_only_wire_errors():
+    rng = random.Random(1234)
+    seeds = [
+        good_frames(),
+        as_bytes(wire.encode_chunk(make_records(make_spec("image")), 0)),
+        as_bytes(wire.encode_weights(2, {"w": torch.randn(3, 2), "m": torch.tensor([True, False])})),
+        *[wire.encode_control(k, b) for k, b in CONTROL.items()],
+    ]
+    specs = [SPEC, make_spec("image"), None]
+    outcomes = {"ok": 0}
+    for _ in range(5000):
+        frames = rng.choice(seeds)
+        for _ in range(rng.randint(1, 3)):
+            frames = mutate(rng, frames)
+        try:
+            wire.decode(frames, rng.choice(specs))
+            outcomes["ok"] += 1
+        except WireError as e:
+            assert e.reason in wire.REASONS
+            outcomes[e.reason] = outcomes.get(e.reason, 0) + 1
+    # the fuzz gets past the header into frames, values and successful decodes
+    assert {"ok", "bad_header", "bad_fields", "bad_length", "bad_values", "bad_body"} <= outcomes.keys()
