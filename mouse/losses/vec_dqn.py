@@ -1,0 +1,153 @@
+"""Vector DQN: each action is a direction in R^D; the reward is a rotation angle.
+
+The loss pulls the online vector of the executed action towards the greedy
+target vector at the next state, rotated (RoPE-style, every coordinate pair by
+the same angle) by ``theta = r * reward_scale + reward_shift``. Greedy means the
+action whose direction is furthest "ahead" (counter-clockwise) of the others, as
+measured by ``vec_dqn_scores``. The model imports ``rope_rotate`` and
+``vec_dqn_scores`` from here for greedy action selection.
+
+As in the document, the bootstrap does not look at ``done``: the next state's
+target vector is rotated for terminal and truncated transitions too. Pairs that
+cross an episode start or touch padding are masked out, as in dqn_loss.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mouse.losses.common import (
+    check_index,
+    check_reward_config,
+    check_shape,
+    check_weight_tau,
+    masked_mean,
+    masked_stats,
+    metrics_dict,
+    optional_action_mask,
+    pair_mask,
+    require_keys,
+    step_mask,
+    transition_reward,
+    window_shape,
+)
+
+WHO = "vec_dqn_loss"
+
+
+@dataclass(frozen=True)
+class VecDqnLossConfig:
+    weight: float = 1.0  # multiplier of this loss in the learner's total (0 disables it)
+    tau: float = 0.005  # Polyak rate of vec_dqn_target (applied externally via model.polyak_update)
+    reward_scale: float = 1.0  # rotation angle = reward * reward_scale + reward_shift
+    reward_shift: float = 0.0  # added to the rotation angle (radians) after scaling
+    normalize_reward_mean: bool = False  # subtract each window's mean reward (over real pairs)
+    normalize_reward_std: bool = False  # divide by each window's reward std (+ eps), x target std
+    use_xformed_reward: bool = False  # read the actor-transformed xformed_reward instead of reward
+    normalize_reward_eps: float = 1e-6  # added to the reward std before dividing (no 0-division)
+    normalize_reward_target_std: float = 1.0  # std the rewards have after std normalisation
+
+    def __post_init__(self):
+        check_weight_tau(self.weight, self.tau)
+        check_reward_config(self)
+
+
+def rope_rotate(x: Tensor, theta: Tensor | float) -> Tensor:
+    """Rotate every pair ``(x[..., 2i], x[..., 2i+1])`` counter-clockwise by ``theta``.
+
+    ``x`` is [..., D] with D even; ``theta`` (radians) broadcasts to ``x[..., 0]``.
+    """
+    D = x.shape[-1]
+    if D % 2:
+        raise ValueError(f"rope_rotate: the last dim must be even (pairs of coordinates), got D={D}")
+    theta = torch.as_tensor(theta, dtype=x.dtype, device=x.device)[..., None]  # [..., 1]
+    cos, sin = theta.cos(), theta.sin()
+    even, odd = x[..., 0::2], x[..., 1::2]  # [..., D/2] each
+    rot_even = cos * even - sin * odd  # [..., D/2]
+    rot_odd = sin * even + cos * odd  # [..., D/2]
+    return torch.stack([rot_even, rot_odd], dim=-1).flatten(-2)  # [..., D]
+
+
+def vec_dqn_scores(v: Tensor, action_mask: Tensor | None = None) -> Tensor:
+    """Scores [..., A] of action vectors ``v`` [..., A, D]; argmax is the greedy action.
+
+    ``score_a = sum_i atan2(<rot90(u_i), u_a>, <u_i, u_a>)`` with ``u`` the unit
+    vectors and rot90 = ``rope_rotate`` by pi/2: the sum of signed angles by which
+    u_a is ahead of each u_i (each in (-pi, pi]). With ``action_mask`` [..., A]
+    (extension; optional) disallowed actions are left out of the sum and score -inf.
+    """
+    if v.shape[-1] % 2:
+        raise ValueError(f"vec_dqn_scores: vector dim D must be even, got D={v.shape[-1]}")
+    u = F.normalize(v, dim=-1, eps=1e-8)  # [..., A, D]
+    r = rope_rotate(u, math.pi / 2)  # [..., A, D]
+    sin = torch.einsum("...id,...ad->...ai", r, u)  # [..., A(a), A(i)]
+    cos = torch.einsum("...id,...ad->...ai", u, u)  # [..., A(a), A(i)]
+    angle = torch.atan2(sin, cos)  # [..., A, A]: signed angle from u_i to u_a
+    if action_mask is None:
+        return angle.sum(-1)  # [..., A]
+    angle = angle.masked_fill(~action_mask[..., None, :], 0.0)  # drop disallowed i
+    return angle.sum(-1).masked_fill(~action_mask, float("-inf"))  # [..., A]
+
+
+def vec_dqn_loss(step_stream, online: Tensor, target: Tensor,
+                 cfg: VecDqnLossConfig) -> tuple[Tensor, dict[str, float]]:
+    """``1 - cos(v(s_t, a_t), rope_rotate(v_target(s_{t+1}, greedy), theta))``, masked mean.
+
+    Args:
+        step_stream: TensorDict [B, S] (action, reward or xformed_reward; optional
+            time, valid, action_mask).
+        online, target: ``out["vec_dqn"]`` and ``out["vec_dqn_target"]``, [B, S, A, D].
+        cfg: VecDqnLossConfig.
+
+    Metrics: vec_dqn_loss (the returned loss, over real pairs);
+    vec_dqn_score_abs_min/max/mean: ``|vec_dqn_scores(online)| / pi`` at the last
+    step of each window, over allowed actions of real (valid) last steps.
+    """
+    B, S = window_shape(step_stream, WHO, min_len=2)
+    require_keys(step_stream, ["action"], WHO, "step_stream", "the step records must carry action")
+    if online.dim() != 4:
+        raise ValueError(f"{WHO}: online vectors must be [B, S, A, D], got shape {tuple(online.shape)}")
+    A, D = online.shape[-2:]
+    if D % 2:
+        raise ValueError(f"{WHO}: vector dim D must be even for the pairwise rotation, got D={D}; "
+                         "set an even vec_dqn head dim in the model config")
+    check_shape(online, (B, S, A, D), "online (out['vec_dqn'])", WHO, "[B, S, A, D]")
+    check_shape(target, (B, S, A, D), "target (out['vec_dqn_target'])", WHO, "[B, S, A, D]")
+    action = step_stream["action"]
+    check_shape(action, (B, S), "step_stream['action']", WHO, "[B, S]")
+    check_index(action, "step_stream['action']", WHO)
+    amask = optional_action_mask(step_stream, (B, S, A), WHO)  # [B, S, A] or None
+
+    mask = pair_mask(step_stream)  # [B, S-1]
+    # the action out of state t is stored at t+1
+    idx = action[:, 1:, None, None].expand(B, S - 1, 1, D)  # [B, S-1, 1, D]
+    v_sa = online[:, :-1].gather(-2, idx).squeeze(-2)  # [B, S-1, D]
+    theta = transition_reward(step_stream, cfg, mask, WHO)  # [B, S-1]
+    with torch.no_grad():  # the bootstrap target never carries gradient
+        nxt = target[:, 1:]  # [B, S-1, A, D]
+        next_mask = None if amask is None else amask[:, 1:]  # [B, S-1, A]
+        greedy = vec_dqn_scores(nxt, next_mask).argmax(-1)  # [B, S-1]
+        gidx = greedy[..., None, None].expand(B, S - 1, 1, D)  # [B, S-1, 1, D]
+        v_next = nxt.gather(-2, gidx).squeeze(-2)  # [B, S-1, D]
+        goal = rope_rotate(v_next, theta)  # [B, S-1, D]
+    per_entry = 1 - F.cosine_similarity(v_sa, goal, dim=-1, eps=1e-8)  # [B, S-1]
+    loss = masked_mean(per_entry, mask)
+
+    with torch.no_grad():
+        last_mask = None if amask is None else amask[:, -1]  # [B, A]
+        score = vec_dqn_scores(online[:, -1], last_mask).abs() / math.pi  # [B, A]
+        real = step_mask(step_stream)[:, -1, None].expand(B, A)  # [B, A]
+        if last_mask is not None:
+            real = real & last_mask
+        stats = masked_stats(score, real)  # disallowed scores are inf: masked out
+    return loss, metrics_dict({
+        "vec_dqn_loss": loss,
+        "vec_dqn_score_abs_min": stats["min"],
+        "vec_dqn_score_abs_max": stats["max"],
+        "vec_dqn_score_abs_mean": stats["mean"],
+    })

@@ -1,0 +1,269 @@
+"""StreamWindowSampler: uniform windows of S consecutive records of one stream.
+
+A TorchRL ``Sampler`` whose ``sample(storage, B * S)`` returns the flat storage
+rows of B windows (row-major, ``[B * S]``; reshape to ``[B, S]``). Every window
+present in the buffer is equally likely. A window never skips a step and never
+joins two streams; it may cross an episode boundary (the losses mask that pair),
+so short episodes still train.
+
+Instead of rescanning the storage on every call (as ``SliceSampler`` does), the
+index is updated as rows are written, in O(rows written):
+
+* per storage slot (5 bytes): ``next`` (int32), the slot of the same stream's
+  next record, -1 at a segment end; ``valid`` (bool), the slot starts a window,
+  i.e. S-1 successors follow it. A *segment* is a run of one stream's records
+  with no missing step.
+* per stream (not per row): its last record (time, done, position) and the
+  positions of its segment's last S-1 rows, the only rows of a segment that are
+  not window starts yet.
+
+Positions are global write counts: row g sits in slot ``g % capacity`` and is
+present while ``g >= written - capacity``. The writer must write FIFO like TorchRL's
+``RoundRobinWriter`` (checked on every write), so a row's successors are newer
+than it: when a row is overwritten every window starting at an older row is
+already gone, and clearing the overwritten slots is the whole eviction.
+
+A piece of a stream continues its stored segment only when its first record
+follows the stream's last *stored and still present* record: time + 1 after an
+alive step, time 0 after a terminal/truncated one. Otherwise (a missing chunk,
+an actor restart, a resent chunk, an evicted predecessor) it starts a new
+segment and no window spans the break. A gap that removes whole episodes and
+happens to line up on a reset (``time 0`` after ``done != 0``) is
+indistinguishable from a real boundary; such a window still only pairs records
+across an episode boundary, which the losses mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torchrl.data.replay_buffers.samplers import Sampler
+
+from mouse.records import ALIVE
+
+
+class NoWindowError(RuntimeError):
+    """The buffer holds no window of S consecutive records of one stream yet."""
+
+
+@dataclass(slots=True)
+class _Stream:
+    last_time: int
+    last_done: int
+    last_g: int  # global position of the stream's last stored record
+    tail: list[int] = field(default_factory=list)  # last <= S-1 positions of its segment (not window starts)
+
+
+def _slices(start: int, n: int, capacity: int) -> list[slice]:
+    """Slots start, start+1, ... (n of them, mod capacity) as one or two slices."""
+    head = min(n, capacity - start)
+    return [slice(start, start + head)] + ([slice(0, n - head)] if head < n else [])
+
+
+class StreamWindowSampler(Sampler):
+    """Samples windows of ``seq_len`` consecutive records of one stream, uniformly."""
+
+    def __init__(self, storage, seq_len: int):
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        self._store = storage  # read back stream_id/time/done of written rows
+        self.capacity = int(storage.max_size)
+        self.seq_len = int(seq_len)
+        self._empty()
+
+    def _empty(self):
+        C = self.capacity
+        self._valid = torch.zeros(C, dtype=torch.bool)
+        self._next = torch.full((C,), -1, dtype=torch.int32)
+        self._n_valid = 0
+        self._written = 0
+        self._pruned_at = 0
+        self._streams: dict[int, _Stream] = {}
+
+    # ---------------------------------------------------------------- writes
+
+    def extend(self, index: torch.Tensor) -> None:
+        index = torch.as_tensor(index).reshape(-1).cpu()
+        n, C, g0 = index.numel(), self.capacity, self._written
+        if n == 0:
+            return
+        if n > C:
+            raise ValueError(f"cannot write {n} rows at once into a buffer of capacity {C}")
+        if int(index[0]) != g0 % C or int(index[-1]) != (g0 + n - 1) % C:
+            raise RuntimeError("StreamWindowSampler needs FIFO writes (a RoundRobinWriter): "
+                               f"expected slots {g0 % C}.., got {index[:4].tolist()}..")
+        rows = self._store[:]
+        sid, time, done = (rows.get(k).index_select(0, index) for k in ("stream_id", "time", "done"))
+        # the overwritten slots held the oldest rows: only their own windows and links go
+        for sl in _slices(g0 % C, n, C):
+            self._n_valid -= int(self._valid[sl].sum())
+            self._valid[sl] = False
+            self._next[sl] = -1
+        self._written = g0 + n
+        # pieces: maximal runs of consecutive steps of one stream, in write order
+        expected = torch.where(done[:-1] != ALIVE, torch.zeros_like(time[:-1]), time[:-1] + 1)
+        cont = (sid[1:] == sid[:-1]) & (time[1:] == expected)  # row j+1 continues row j
+        self._next[index[:-1][cont]] = index[1:][cont].to(torch.int32)
+        first = torch.ones(n, dtype=torch.bool)
+        first[1:] = ~cont
+        starts = first.nonzero().squeeze(1)
+        ends = torch.cat([starts[1:], torch.tensor([n])])  # exclusive
+        lengths = ends - starts
+        successors = ends[first.cumsum(0) - 1] - 1 - torch.arange(n)  # inside the row's piece
+        starts_here = successors >= self.seq_len - 1
+        self._valid[index[starts_here]] = True
+        self._n_valid += int(starts_here.sum())
+        self._join(g0, starts.tolist(), lengths.tolist(), sid[starts].tolist(), time[starts].tolist(),
+                   time[ends - 1].tolist(), done[ends - 1].tolist())
+        if self._written - self._pruned_at >= C:  # forget streams whose records are all gone
+            oldest = self._written - C
+            self._streams = {s: st for s, st in self._streams.items() if st.last_g >= oldest}
+            self._pruned_at = self._written
+
+    def _join(self, g0, starts, lengths, sids, first_times, last_times, last_dones) -> None:
+        """Link each piece to its stream's stored segment; its tail rows may become window starts."""
+        C, S1, oldest = self.capacity, self.seq_len - 1, self._written - self.capacity
+        link_src, link_dst, newly_valid = [], [], []
+        for a, m, s, t0, t_last, d_last in zip(starts, lengths, sids, first_times, last_times, last_dones):
+            g_first, g_last = g0 + a, g0 + a + m - 1
+            st = self._streams.get(s)
+            tail: list[int] = []
+            if (st is not None and st.last_g >= oldest
+                    and t0 == (0 if st.last_done != ALIVE else st.last_time + 1)):
+                link_src.append(st.last_g % C)
+                link_dst.append(g_first % C)
+                tail = [g for g in st.tail if g >= oldest]
+                # chain = tail + piece; its first len(chain) - S1 entries have S1 successors
+                newly_valid.extend(tail[: max(0, len(tail) + m - S1)])
+            if S1:
+                tail = (tail + list(range(max(g_first, g_last - S1 + 1), g_last + 1)))[-S1:]
+            else:
+                tail = []
+            self._streams[s] = _Stream(t_last, d_last, g_last, tail)
+        if link_src:
+            self._next[torch.tensor(link_src)] = torch.tensor(link_dst, dtype=torch.int32)
+        if newly_valid:
+            self._valid[torch.tensor(newly_valid) % C] = True
+            self._n_valid += len(newly_valid)
+
+    def add(self, index) -> None:
+        self.extend(torch.as_tensor(index).reshape(1))
+
+    # -------------------------------------------------------------- sampling
+
+    @property
+    def num_streams(self) -> int:
+        """Streams with records still present (pruned once per capacity written)."""
+        return len(self._streams)
+
+    @property
+    def num_windows(self) -> int:
+        """Window starts present for the current ``seq_len``."""
+        return self._n_valid
+
+    def starts(self) -> torch.Tensor:
+        """Every valid window start (slots), in slot order."""
+        return self._valid.nonzero().squeeze(1)
+
+    def sample(self, storage, batch_size: int) -> tuple[torch.Tensor, dict]:
+        S = self.seq_len
+        if batch_size % S:
+            raise ValueError(f"batch_size {batch_size} is not a multiple of seq_len {S}")
+        starts = self.sample_starts(batch_size // S)
+        return self.window_index(starts).reshape(-1), {}  # [B * S]
+
+    def sample_starts(self, num: int) -> torch.Tensor:
+        """``num`` window starts (slots), uniform over the valid ones, with replacement."""
+        stored = min(self._written, self.capacity)
+        if self._n_valid == 0:
+            raise NoWindowError(f"no window of {self.seq_len} consecutive records of one stream yet "
+                                f"({stored} steps stored)")
+        frac = self._n_valid / stored
+        if frac < 0.25:  # sparse: draw from the explicit list of starts
+            pool = self._valid[:stored].nonzero().squeeze(1)
+            return pool[torch.randint(len(pool), (num,), generator=self._rng)]
+        # dense (the usual case): rejection sampling, exactly uniform over valid starts
+        out, need = [], num
+        while need > 0:
+            cand = torch.randint(stored, (int(need / frac * 1.2) + 16,), generator=self._rng)
+            cand = cand[self._valid.index_select(0, cand)][:need]
+            out.append(cand)
+            need -= len(cand)
+        return torch.cat(out)
+
+    def window_index(self, starts: torch.Tensor) -> torch.Tensor:
+        """Storage slots of the windows starting at ``starts``: ``[B, S]``."""
+        cols, cur = [starts], starts
+        for _ in range(self.seq_len - 1):
+            cur = self._next.index_select(0, cur).long()
+            cols.append(cur)
+        return torch.stack(cols, 1)  # [B, S]
+
+    def set_seq_len(self, seq_len: int) -> None:
+        """Re-index for windows of ``seq_len`` (O(seq_len x capacity), once per change)."""
+        if seq_len < 1:
+            raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+        if seq_len == self.seq_len:
+            return
+        self.seq_len = seq_len
+        C, w = self.capacity, self._written
+        ok = torch.zeros(C, dtype=torch.bool)
+        ok[: min(w, C)] = True
+        cur = torch.arange(C)
+        for _ in range(seq_len - 1):
+            nxt = self._next[cur].long()
+            ok &= nxt >= 0
+            cur = nxt.clamp_min(0)
+        self._valid, self._n_valid = ok, int(ok.sum())
+        linked = (self._next >= 0).nonzero().squeeze(1)
+        prev = torch.full((C,), -1, dtype=torch.int32)
+        prev[self._next[linked].long()] = linked.to(torch.int32)
+        for st in self._streams.values():
+            slots = [st.last_g % C] if st.last_g >= w - C and seq_len > 1 else []
+            while slots and len(slots) < seq_len - 1 and int(prev[slots[-1]]) >= 0:
+                slots.append(int(prev[slots[-1]]))
+            st.tail = [w - 1 - ((w - 1 - x) % C) for x in reversed(slots)]  # slot -> global position
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def nbytes(self) -> int:
+        """Per-slot index bytes (the per-stream state is a few dozen bytes a stream)."""
+        return self._valid.numel() * self._valid.element_size() + self._next.numel() * self._next.element_size()
+
+    def state_dict(self) -> dict:
+        return {
+            "capacity": self.capacity,
+            "seq_len": self.seq_len,
+            "written": self._written,
+            "valid": self._valid.clone(),
+            "next": self._next.clone(),
+            "streams": [[s, st.last_time, st.last_done, st.last_g, list(st.tail)]
+                        for s, st in self._streams.items()],
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if state_dict["capacity"] != self.capacity:
+            raise ValueError(f"sampler state is for capacity {state_dict['capacity']}, "
+                             f"this buffer has {self.capacity}")
+        self.seq_len = int(state_dict["seq_len"])
+        self._written = self._pruned_at = int(state_dict["written"])
+        self._valid = state_dict["valid"].clone().to(torch.bool)
+        self._next = state_dict["next"].clone().to(torch.int32)
+        self._n_valid = int(self._valid.sum())
+        self._streams = {int(s): _Stream(int(t), int(d), int(g), [int(x) for x in tail])
+                         for s, t, d, g, tail in state_dict["streams"]}
+
+    def dumps(self, path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        torch.save(self.state_dict(), path / "sampler.pt")
+
+    def loads(self, path) -> None:
+        self.load_state_dict(torch.load(Path(path) / "sampler.pt", weights_only=True))
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(seq_len={self.seq_len}, capacity={self.capacity}, "
+                f"windows={self._n_valid}, streams={len(self._streams)})")
