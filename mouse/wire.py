@@ -23,8 +23,9 @@ the order the header lists them. ``dtype`` is the torch dtype name without "torc
                                                                  "policy_version"}, ...]}
     6     bye        actor->learner   {"actor_id"}
     7     stop       learner->actor   {"version"}  (heartbeat reply: leave now)
-    8     welcome    learner->actor   {"actor_id", "config": the run's config as a JSON object}
-    9     ack        learner->actor   {"version"}  (heartbeat reply: keep going)
+    8     welcome    learner->actor   {"actor_id", "config": the run's config as a JSON object,
+                                       "credits": chunks the actor may have in flight}
+    9     ack        learner->actor   {"version", "credits": more chunks it may send}
 
 Encoding is zero-copy: frames 1..k are memoryviews of the (contiguous, CPU) tensors, so
 leave the tensors unchanged until ZeroMQ has sent them. Decoding copies each frame exactly
@@ -385,8 +386,9 @@ CONTROL_SCHEMAS = {
     "episode": {"actor_id": _nonneg_int, "episodes": _episodes},
     "bye": {"actor_id": _nonneg_int},
     "stop": {"version": _is_int},
-    "welcome": {"actor_id": _nonneg_int, "config": lambda x: isinstance(x, dict)},
-    "ack": {"version": _is_int},
+    "welcome": {"actor_id": _nonneg_int, "config": lambda x: isinstance(x, dict),
+                "credits": _nonneg_int},
+    "ack": {"version": _is_int, "credits": _nonneg_int},
 }
 
 

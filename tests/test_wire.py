@@ -138,8 +138,9 @@ CONTROL = {
                                              "policy_version": 3}]},
     "bye": {"actor_id": 2},
     "stop": {"version": 7},
-    "welcome": {"actor_id": 3, "config": {"env": {"env_id": "CartPole-v1"}, "num_actors": 2}},
-    "ack": {"version": 7},
+    "welcome": {"actor_id": 3, "config": {"env": {"env_id": "CartPole-v1"}, "num_actors": 2},
+                "credits": 4},
+    "ack": {"version": 7, "credits": 1},
 }
 
 
@@ -166,8 +167,9 @@ BAD_BODIES = [
     ("bye", {"actor_id": -1}),
     ("bye", []),
     ("stop", {"now": True}),
-    ("welcome", {"actor_id": 1, "config": "not a dict"}),
-    ("ack", {"version": 1.5}),
+    ("welcome", {"actor_id": 1, "config": "not a dict", "credits": 4}),
+    ("ack", {"version": 1.5, "credits": 1}),
+    ("ack", {"version": 1, "credits": -1}),
     ("bye", {"actor_id": 1, 5: 2, "x": 3}),  # mixed key types are reported, not a TypeError
 ]
 

@@ -1,0 +1,75 @@
+"""Learner process entry point: `mouse learner [FLAGS]` (or `python -m learner.main`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from mouse.config import RunConfig, save_config
+from mouse.learner import Learner
+
+log = logging.getLogger("mouse.learner")
+
+
+def prepare_run_dir(cfg: RunConfig) -> Path:
+    """Create the run directory (clear error when it cannot be written) and save the config."""
+    run_dir = Path(cfg.run_dir or f"runs/{cfg.env.env_id}-{time.strftime('%Y%m%d-%H%M%S')}")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"run directory {run_dir} is not writable: {e}") from None
+    save_config(cfg, run_dir / "config.json")
+    return run_dir
+
+
+def format_summary(s: dict) -> str:
+    def num(x, fmt="{:.1f}"):
+        return "n/a" if x is None else fmt.format(x)
+    lines = [
+        "",
+        "== mouse run finished ==",
+        f"best eval return   {num(s['best_eval_return'])}",
+        f"final eval return  {num(s['final_eval_return'])}",
+        f"solved at          " + ("not solved" if not s["solved_at"] else
+                                 "{:,} env steps, {:,} updates, {:.1f} min".format(*s["solved_at"])),
+        f"env steps          {s['env_steps']:,}",
+        f"updates            {s['updates']:,} (weights v{s['weights_version']})",
+        f"wall time          {s['wall_minutes']:.1f} min",
+        f"run directory      {s['run_dir']}",
+        f"checkpoint         {s['checkpoint']}",
+    ]
+    if s["wandb_dir"]:
+        lines.append(f"W&B files          {s['wandb_dir']} ({s['wandb_mode']})")
+        if s["wandb_mode"] == "offline":
+            lines.append(f"sync to W&B with   wandb sync {s['wandb_dir']}")
+    if s["rejected"]:
+        lines.append(f"rejected messages  {s['rejected']}")
+    return "\n".join(lines)
+
+
+def main(cfg: RunConfig, on_ready=None) -> dict:
+    """Run a learner until its budget ends; ``on_ready(address, run_dir)`` is called once it listens."""
+    run_dir = prepare_run_dir(cfg)
+    learner = Learner(cfg, run_dir)
+    address = f"tcp://{cfg.learner.host}:{cfg.learner.port}"
+    log.info("learner listening on %s (device %s); start actors with: mouse actor --learner %s",
+             address, learner.device, address)
+    if on_ready is not None:
+        on_ready(address, run_dir)
+    summary = learner.run()
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(format_summary(summary), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    import sys
+
+    from mouse.cli import main as cli_main
+
+    cli_main(["learner", *sys.argv[1:]])

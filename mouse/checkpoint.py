@@ -1,0 +1,30 @@
+"""Checkpoints: model (online and target heads), optimizer, counters and config.
+
+Written atomically (temp file, then rename) and read with ``weights_only=True``
+so a checkpoint can never run code when loaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from mouse.config import RunConfig, to_dict
+
+
+def save_checkpoint(path: Path, model, optimizer, cfg: RunConfig, **counters: int) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(".tmp")
+    torch.save({
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "config": to_dict(cfg),
+        **counters,
+    }, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, map_location="cpu") -> dict:
+    return torch.load(path, map_location=map_location, weights_only=True)

@@ -1,0 +1,82 @@
+"""The `mouse` command, generated from the config dataclasses by tyro.
+
+    mouse run     [FLAGS]                  learner + N local actor processes (the main job)
+    mouse learner [FLAGS]                  a learner alone (cluster: actors join it)
+    mouse actor   --learner tcp://HOST:PORT [--actor-id N]
+
+`--config FILE.json` (a run's saved config.json) sets the defaults that the
+other flags then override.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Annotated
+
+import tyro
+
+from mouse.config import RunConfig, load_config
+
+Cfg = Annotated[RunConfig, tyro.conf.arg(name="")]
+
+
+def _split_config_flag(argv: list[str]) -> tuple[RunConfig, list[str]]:
+    rest, base = [], RunConfig()
+    it = iter(argv)
+    for a in it:
+        if a == "--config" or a.startswith("--config="):
+            path = a.split("=", 1)[1] if "=" in a else next(it, None)
+            if not path:
+                raise SystemExit("--config needs a file path")
+            base = load_config(path)
+        else:
+            rest.append(a)
+    return base, rest
+
+
+def main(argv: list[str] | None = None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=os.environ.get("MOUSE_LOG", "INFO"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        base, argv = _split_config_flag(argv)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+
+    def run(cfg: Cfg = base) -> dict:
+        """Run a learner and `num_actors` actor processes on this machine (TCP on loopback)."""
+        from mouse.launch import run_local
+
+        return run_local(cfg)
+
+    def learner(cfg: Cfg = base) -> dict:
+        """Run a learner; actors on any node join with `mouse actor --learner tcp://HOST:PORT`."""
+        from learner.main import main as learner_main
+
+        return learner_main(cfg)
+
+    def actor(learner: str, actor_id: int = -1, max_steps: int = 0) -> dict:
+        """Run one actor process against a learner (config and weights come from the learner).
+
+        Args:
+            learner: The learner's address, tcp://HOST:PORT (its records port).
+            actor_id: This actor's id (streams are numbered from it); -1 = let the learner assign one.
+            max_steps: Stop after this many vector-env steps (0 = until the learner says stop).
+        """
+        from actors.main import main as actor_main
+
+        return actor_main(learner, actor_id, max_steps)
+
+    try:
+        tyro.extras.subcommand_cli_from_dict({"run": run, "learner": learner, "actor": actor},
+                                             args=argv, prog="mouse")
+    except ValueError as e:  # configuration errors: one clear line, no traceback
+        raise SystemExit(f"error: {e}") from None
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+
+
+if __name__ == "__main__":
+    main()

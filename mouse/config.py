@@ -1,0 +1,197 @@
+"""Run configuration: frozen dataclasses, one comment per field.
+
+Every hyperparameter lives in exactly one place; the CLI (``mouse.cli``) is
+generated from these classes by tyro, and a run's config is saved as JSON in
+its run directory so the learner and every actor start from the same values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from mouse.losses import DqnLossConfig
+from mouse.models import ModelConfig
+from mouse.replay import ReplayConfig
+from mouse.train import TrainConfig
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    env_id: str = "CartPole-v1"
+    """Any gymnasium id with a Discrete action space."""
+    env_kwargs: str = "{}"
+    """JSON object of keyword arguments for gymnasium.make, e.g. '{"map_name": "8x8"}'."""
+    num_envs: int = 8
+    """Sub-environments (streams) per actor process."""
+    num_actions: int = 0
+    """Size of the model's action head; 0 = the env's action count. Larger pads with masked actions."""
+    reward_transform: Literal["identity", "sign", "symlog"] = "identity"
+    """Actor-side transform stored as xformed_reward (use with use_xformed_reward)."""
+    q_star: Literal["auto", "on", "off"] = "auto"
+    """Attach exact q_star (value iteration on the env's transition table): auto = when the env has one."""
+
+    def kwargs(self) -> dict:
+        try:
+            kw = json.loads(self.env_kwargs)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}: {e}") from None
+        if not isinstance(kw, dict):
+            raise ValueError(f"env_kwargs must be a JSON object, got {self.env_kwargs!r}")
+        return kw
+
+    def __post_init__(self):
+        if self.num_envs < 1:
+            raise ValueError(f"env.num_envs must be >= 1, got {self.num_envs}")
+        self.kwargs()
+
+
+@dataclass(frozen=True)
+class ActorConfig:
+    policy: Literal["dqn", "sp", "vec_dqn"] = "dqn"
+    """Acting head: epsilon-greedy on dqn, sampling from sp, greedy on vec_dqn scores."""
+    epsilon: float = 0.4
+    """Ape-X base epsilon: stream i of N gets epsilon**(1 + alpha * i / (N - 1))."""
+    epsilon_alpha: float = 7.0
+    """Ape-X exponent spread across streams (0 gives every stream the base epsilon)."""
+    chunk_steps: int = 16
+    """Vector-env steps per record chunk sent to the learner (chunk = chunk_steps * num_envs records)."""
+    context_len: int = 16
+    """Records of rolling context per sub-env fed to the model when acting (transformer backbone)."""
+    heartbeat_s: float = 1.0
+    """Seconds between heartbeats to the learner."""
+    seed: int = 0
+    """Base seed; actor k seeds its envs and sampling with seed + 1000 * k."""
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    host: str = "127.0.0.1"
+    """Address the learner binds (0.0.0.0 on a cluster); actors connect to it."""
+    port: int = 5555
+    """Records port; control is port + 1, weights broadcast port + 2."""
+    device: str = "auto"
+    """Learner device: auto (cuda if available), cpu, cuda, cuda:N."""
+    warmup_steps: int = 2_000
+    """Stored steps before the first update."""
+    replay_ratio: float = 0.05
+    """Target updates per inserted env step: the learner waits for data when ahead of it, and
+    holds back actors' send credits when more than max_ahead_steps behind it."""
+    max_ahead_steps: int = 2_000
+    """Env steps the actors may run ahead of replay_ratio before backpressure (0 = never throttle)."""
+    credits_per_actor: int = 4
+    """Record chunks an actor may have in flight: bounds memory and policy lag."""
+    publish_every: int = 10
+    """Updates between weight broadcasts."""
+    checkpoint_every_s: float = 120.0
+    """Seconds between checkpoints (one is always written at shutdown)."""
+    log_every_s: float = 5.0
+    """Seconds between metric logs (W&B and console)."""
+    prefetch: int = 4
+    """Batches the PrefetchBatchifier keeps ready."""
+    batch_workers: int = 1
+    """Background threads building batches."""
+    actor_timeout_s: float = 10.0
+    """An actor silent for this long counts as disconnected."""
+    seed: int = 0
+    """Torch seed of the learner."""
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every_s: float = 30.0
+    """Seconds between greedy evaluations of the learner's current weights (0 = only at the end)."""
+    episodes: int = 20
+    """Episodes per evaluation (run in parallel as a vector env)."""
+    max_steps: int = 10_000
+    """Safety cap on steps of one evaluation."""
+
+
+@dataclass(frozen=True)
+class WandbConfig:
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    """auto = online when WANDB_API_KEY is set (or wandb is logged in), offline otherwise."""
+    project: str = "mouse"
+    """W&B project."""
+    entity: str = ""
+    """W&B entity (team or user); "" = your default."""
+    run_name: str = ""
+    """Run name; "" = the run directory's name."""
+    tags: tuple[str, ...] = ()
+    """W&B tags."""
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    max_env_steps: int = 300_000
+    """Stop after this many env steps have reached the learner (0 = no limit)."""
+    max_minutes: float = 20.0
+    """Stop after this many minutes of wall time (0 = no limit)."""
+    solved_return: float = 475.0
+    """Stop when an evaluation's mean return reaches this (nan or inf = never)."""
+
+
+def _default_train() -> TrainConfig:
+    # time-limit truncation is not a real terminal state: bootstrap through it
+    return TrainConfig(dqn=DqnLossConfig(gamma=0.99, gamma_truncated=0.99))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    env: EnvConfig = field(default_factory=EnvConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=_default_train)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    num_actors: int = 2
+    """Actor processes started by `mouse run` (and the N of the Ape-X epsilon schedule)."""
+    run_dir: str = ""
+    """Run directory (checkpoints, W&B files, logs); "" = runs/<env>-<timestamp>."""
+
+    def __post_init__(self):
+        if self.num_actors < 0:
+            raise ValueError(f"num_actors must be >= 0, got {self.num_actors}")
+
+
+# --- JSON round trip ------------------------------------------------------------------
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls, d: dict):
+    """Rebuild a (nested) frozen dataclass from ``to_dict`` output; unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown config keys {sorted(unknown)}")
+    kw = {}
+    for k, v in d.items():
+        t = hints[k]
+        if dataclasses.is_dataclass(t) and isinstance(v, dict):
+            kw[k] = from_dict(t, v)
+        elif isinstance(v, list):
+            kw[k] = tuple(v)
+        else:
+            kw[k] = v
+    return cls(**kw)
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    Path(path).write_text(json.dumps(to_dict(cfg), indent=2))
+
+
+def load_config(path: Path) -> RunConfig:
+    try:
+        return from_dict(RunConfig, json.loads(Path(path).read_text()))
+    except FileNotFoundError:
+        raise ValueError(f"config file {path} does not exist") from None

@@ -1,0 +1,75 @@
+"""Gymnasium environments as the actors and the evaluator see them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gymnasium as gym
+import torch
+
+from mouse.config import EnvConfig
+from mouse.records import RecordSpec, record_spec_for_env
+
+REWARD_TRANSFORMS = {
+    "identity": lambda r: r,
+    "sign": torch.sign,
+    "symlog": lambda r: torch.sign(r) * torch.log1p(r.abs()),
+}
+
+
+@dataclass(frozen=True)
+class EnvInfo:
+    """What the learner and actors need to know about an env before building a model."""
+
+    spec: RecordSpec
+    num_env_actions: int  # the env's own action count (<= spec.num_actions)
+    num_obs_states: int  # Discrete observation size, 0 otherwise
+    q_star_table: torch.Tensor | None  # [num_obs_states, A] when the env has a transition table
+
+
+def make_env(cfg: EnvConfig, **extra) -> gym.Env:
+    try:
+        return gym.make(cfg.env_id, **cfg.kwargs(), **extra)
+    except gym.error.Error as e:
+        raise ValueError(f"cannot make env {cfg.env_id!r}: {e}") from None
+
+
+def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
+    """A synchronous vector env with NEXT_STEP autoreset (the record alignment relies on it)."""
+    try:
+        return gym.make_vec(
+            cfg.env_id,
+            num_envs=num_envs or cfg.num_envs,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
+            **cfg.kwargs(),
+        )
+    except gym.error.Error as e:
+        raise ValueError(f"cannot make env {cfg.env_id!r}: {e}") from None
+
+
+def describe_env(cfg: EnvConfig, gamma: float) -> EnvInfo:
+    """Probe the env once: record spec, action count and (when asked) the exact q_star table."""
+    from mouse.qstar import has_transition_table, q_star_table
+
+    env = make_env(cfg)
+    try:
+        if not isinstance(env.action_space, gym.spaces.Discrete):
+            raise ValueError(
+                f"env {cfg.env_id!r} has action space {env.action_space}: mouse needs Discrete actions"
+            )
+        n = int(env.action_space.n)
+        num_actions = cfg.num_actions or n
+        has_table = has_transition_table(env)
+        if cfg.q_star == "on" and not has_table:
+            raise ValueError(
+                f"env.q_star='on' but {cfg.env_id!r} exposes no transition table "
+                "(supported: FrozenLake, CliffWalking, Taxi); use env.q_star=auto or off"
+            )
+        use_q = has_table and cfg.q_star != "off"
+        table = q_star_table(env, gamma, num_actions=num_actions) if use_q else None
+        spec = record_spec_for_env(env.observation_space, env.action_space, num_actions, q_star=use_q)
+        states = int(env.observation_space.n) if spec.obs_kind == "discrete" else 0
+        return EnvInfo(spec, n, states, table)
+    finally:
+        env.close()

@@ -1,0 +1,281 @@
+"""The learner: ingest → replay → PrefetchBatchifier → train_step → publish weights.
+
+Learning starts after ``warmup_steps`` stored steps; ``replay_ratio`` caps the
+updates per inserted env step (the learner waits for data when ahead), and
+weights go out every ``publish_every`` updates with a version that only rises.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+
+import torch
+import zmq
+
+from mouse import wire
+from mouse.checkpoint import load_checkpoint, save_checkpoint
+from mouse.components import build_model, make_batchifier, make_replay, resolve_device
+from mouse.config import RunConfig, to_dict
+from mouse.envs import describe_env
+from mouse.evaluate import evaluate
+from mouse.ingest import IngestServer
+from mouse.monitor import Monitor
+from mouse.train import make_optimizer, train_step
+from mouse.transport import learner_sockets
+
+log = logging.getLogger("mouse.learner")
+
+
+def check_config(cfg: RunConfig, info) -> None:
+    t = cfg.train
+    if (t.sp.weight > 0 or t.sv.weight > 0) and info.q_star_table is None:
+        raise ValueError(
+            f"train.sp.weight={t.sp.weight} / train.sv.weight={t.sv.weight} need q_star, but "
+            f"{cfg.env.env_id!r} has no exact q_star (supported: FrozenLake, CliffWalking, Taxi); "
+            "set those weights to 0 or pick such an env")
+    if cfg.actor.policy == "sp" and t.sp.weight <= 0:
+        log.warning("actor.policy=sp but train.sp.weight=0: actors will sample from an untrained head")
+
+
+class Learner:
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.device = resolve_device(cfg.learner.device)
+        torch.manual_seed(cfg.learner.seed)
+        self.info = describe_env(cfg.env, cfg.train.dqn.gamma)
+        check_config(cfg, self.info)
+        self.model = build_model(cfg, self.info).to(self.device)
+        self.eval_model = build_model(cfg, self.info).eval()
+        self.optimizer = make_optimizer(self.model, cfg.train)
+        self.replay, self.insert = make_replay(cfg, self.info.spec)
+        self.version, self.updates, self.env_steps0 = 0, 0, 0
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        if self.checkpoint_path.exists():
+            self._resume()
+        self.updates0 = self.updates  # the replay ratio counts this session's updates and inserts
+        self.ctx = zmq.Context.instance()
+        self.pull, self.router, self.pub = learner_sockets(self.ctx, cfg.learner.host, cfg.learner.port)
+        self._weights_frames = self._encode_weights()
+        self.ingest = IngestServer(
+            self.pull, self.router, self.info.spec, self.insert,
+            current_version=lambda: self.version, current_weights=lambda: self._weights_frames,
+            config=to_dict(cfg), credits=cfg.learner.credits_per_actor,
+            actor_timeout_s=cfg.learner.actor_timeout_s, may_receive=self._may_receive)
+        self.stop_event = threading.Event()
+        self.best_eval, self.final_eval = -math.inf, None
+        self.solved_at: tuple[int, int] | None = None  # (env steps, updates) when solved
+
+    # --- weights and checkpoints ------------------------------------------------------------
+    def _encode_weights(self):
+        state = {k: v.detach().to("cpu") for k, v in self.model.state_dict().items()}
+        return wire.encode_weights(self.version, state)
+
+    def publish(self) -> None:
+        self.version += 1
+        self._weights_frames = self._encode_weights()
+        self.pub.send_multipart(self._weights_frames, copy=False)
+
+    def _resume(self) -> None:
+        state = load_checkpoint(self.checkpoint_path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.version, self.updates = state["version"], state["updates"]
+        self.env_steps0 = state["env_steps"]
+        log.info("resumed from %s: version %d, %d updates", self.checkpoint_path, self.version, self.updates)
+
+    def save(self) -> None:
+        save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.cfg,
+                        version=self.version, updates=self.updates, env_steps=self.env_steps)
+
+    @property
+    def env_steps(self) -> int:
+        return self.env_steps0 + self.ingest.steps
+
+    # --- the loop -------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        def handler(signum, _frame):
+            log.warning("signal %d: stopping cleanly (checkpoint and flush)", signum)
+            self.stop_event.set()
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def _budget_left(self, start: float) -> bool:
+        b = self.cfg.budget
+        if self.stop_event.is_set():
+            return False
+        if b.max_env_steps and self.env_steps >= b.max_env_steps:
+            log.info("budget: %d env steps reached", self.env_steps)
+            return False
+        if b.max_minutes and time.monotonic() - start >= 60 * b.max_minutes:
+            log.info("budget: %.1f minutes reached", b.max_minutes)
+            return False
+        return True
+
+    def run(self) -> dict:
+        """Train until the budget ends or a signal arrives; returns the run summary."""
+        self._install_signals()
+        self.monitor = Monitor(self.cfg, self.run_dir)
+        self.ingest.start()
+        start = time.monotonic()
+        batchifier = None
+        stats = _Interval()
+        next_log = start + self.cfg.learner.log_every_s
+        next_eval = start + self.cfg.eval.every_s if self.cfg.eval.every_s > 0 else math.inf
+        next_ckpt = start + self.cfg.learner.checkpoint_every_s
+        try:
+            while self._budget_left(start):
+                if self.ingest.error is not None:
+                    raise RuntimeError("ingest thread failed") from self.ingest.error
+                now = time.monotonic()
+                if now >= next_log:
+                    self._log(stats, now - start)
+                    next_log = now + self.cfg.learner.log_every_s
+                if now >= next_eval:
+                    if self._evaluate():
+                        break
+                    next_eval = time.monotonic() + self.cfg.eval.every_s
+                if now >= next_ckpt:
+                    self.save()
+                    next_ckpt = now + self.cfg.learner.checkpoint_every_s
+                if not self._may_update():
+                    time.sleep(0.002)
+                    continue
+                if batchifier is None:
+                    batchifier = make_batchifier(self.cfg, self.replay, self.device)
+                stats.step(self._update(batchifier))
+        finally:
+            if batchifier is not None:
+                batchifier.close()
+        return self._shutdown(start)
+
+    def _may_receive(self) -> bool:
+        """Backpressure: stop reading records while the actors are too far ahead of training."""
+        c = self.cfg.learner
+        if not c.max_ahead_steps or self.stop_event.is_set():
+            return True
+        owed = (self.updates - self.updates0) / c.replay_ratio  # steps the updates so far account for
+        return self.ingest.steps < max(c.warmup_steps, owed) + c.max_ahead_steps
+
+    def _may_update(self) -> bool:
+        steps = self.ingest.steps  # this session's inserts (the buffer starts empty on resume)
+        if steps < self.cfg.learner.warmup_steps:
+            return False
+        return self.updates - self.updates0 < self.cfg.learner.replay_ratio * steps
+
+    def _update(self, batchifier) -> tuple[float, float, dict]:
+        t0 = time.perf_counter()
+        batch = next(batchifier)
+        t1 = time.perf_counter()
+        metrics = train_step(self.model, self.optimizer, batch, self.cfg.train)
+        t2 = time.perf_counter()
+        self.updates += 1
+        if self.updates % self.cfg.learner.publish_every == 0:
+            self.publish()
+        return t1 - t0, t2 - t0, metrics
+
+    def _evaluate(self) -> bool:
+        """Evaluate the current weights; True when the run counts as solved."""
+        self.eval_model.load_state_dict({k: v.cpu() for k, v in self.model.state_dict().items()})
+        e = self.cfg.eval
+        result = evaluate(self.eval_model, self.cfg.env, self.info, self.cfg.actor.policy,
+                          self.cfg.actor.context_len, e.episodes, e.max_steps)
+        self.final_eval = result["eval/return"]
+        self.best_eval = max(self.best_eval, self.final_eval)
+        result["eval/best_return"] = self.best_eval
+        self.monitor.log({**result, "perf/env_steps": self.env_steps}, step=self.updates)
+        solved = self.final_eval >= self.cfg.budget.solved_return
+        if solved:
+            log.info("solved: eval return %.1f >= %.1f", self.final_eval, self.cfg.budget.solved_return)
+            self.solved_at = (self.env_steps, self.updates)
+        return solved
+
+    def _log(self, stats: "_Interval", elapsed: float) -> None:
+        m = stats.flush()
+        m["perf/env_steps"] = self.env_steps
+        m["perf/updates"] = self.updates
+        m["perf/env_steps_per_s"] = stats.rate("steps", self.ingest.steps)
+        m["perf/updates_per_s"] = stats.rate("updates", self.updates)
+        m["perf/elapsed_s"] = elapsed
+        m["replay/size"] = len(self.replay)
+        m["actors/connected"] = self.ingest.connected()
+        m["weights/version"] = self.version
+        lag = self.ingest.take_policy_lag()
+        if lag is not None:
+            m["actors/policy_lag"] = lag
+        episodes = self.ingest.take_episodes()
+        if episodes:
+            m["episode/return"] = sum(e["return"] for e in episodes) / len(episodes)
+            m["episode/length"] = sum(e["length"] for e in episodes) / len(episodes)
+            m["episode/count"] = len(episodes)
+        for reason, count in list(self.ingest.rejected.items()):
+            m[f"wire/rejected/{reason}"] = count
+        self.monitor.log(m, step=self.updates)
+
+    def _shutdown(self, start: float) -> dict:
+        self.stop_event.set()  # also lifts backpressure: what the actors still send is kept
+        self.ingest.stop_actors = True  # heartbeats now answer "stop"; actors flush and leave
+        deadline = time.monotonic() + 2 * self.cfg.actor.heartbeat_s + 1
+        while self.ingest.connected() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.publish()
+        if self.solved_at is None:  # a solving evaluation is already the final one
+            self._evaluate()
+        self.save()
+        summary = {
+            "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
+            "env_steps": self.env_steps, "updates": self.updates, "weights_version": self.version,
+            "wall_minutes": (time.monotonic() - start) / 60, "solved_at": self.solved_at,
+            "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint_path),
+            "wandb_dir": self.monitor.files_dir, "wandb_mode": self.monitor.mode,
+            "streams_seen": sorted(self.ingest.streams_seen),
+            "actors_seen": sorted(self.ingest.actors),
+            "actor_versions": {str(a.actor_id): a.version for a in self.ingest.actors.values()},
+            "rejected": dict(self.ingest.rejected),
+        }
+        self.monitor.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        self.monitor.finish()
+        self.ingest.stop()
+        self.ingest.join(timeout=5)
+        for s in (self.pull, self.router, self.pub):
+            s.close(0)
+        return summary
+
+
+class _Interval:
+    """Accumulates per-update timings and metrics between two logs."""
+
+    def __init__(self):
+        self.wait = self.total = 0.0
+        self.n = 0
+        self.sums: dict[str, float] = {}
+        self.marks = {"steps": (time.monotonic(), 0), "updates": (time.monotonic(), 0)}
+
+    def step(self, item) -> None:
+        wait, total, metrics = item
+        self.wait += wait
+        self.total += total
+        self.n += 1
+        for k, v in metrics.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+
+    def rate(self, name: str, count: int) -> float:
+        t0, c0 = self.marks[name]
+        now = time.monotonic()
+        self.marks[name] = (now, count)
+        return (count - c0) / max(now - t0, 1e-9)
+
+    def flush(self) -> dict[str, float]:
+        m = {k: v / self.n for k, v in self.sums.items()} if self.n else {}
+        if self.total > 0:
+            m["perf/batch_wait_fraction"] = self.wait / self.total
+        self.wait = self.total = 0.0
+        self.n = 0
+        self.sums = {}
+        return m

@@ -1,0 +1,83 @@
+"""Monitoring: Weights & Biases (offline unless a key is configured) and a console view."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from mouse.config import RunConfig, WandbConfig, to_dict
+
+log = logging.getLogger("mouse.monitor")
+
+# the headline numbers shown on the console, in order
+HEADLINE = (
+    ("perf/env_steps", "env steps", "{:,.0f}"),
+    ("perf/updates", "updates", "{:,.0f}"),
+    ("perf/env_steps_per_s", "steps/s", "{:,.0f}"),
+    ("perf/updates_per_s", "updates/s", "{:.1f}"),
+    ("episode/return", "return", "{:.1f}"),
+    ("eval/return", "eval return", "{:.1f}"),
+    ("loss/total", "loss", "{:.4f}"),
+    ("replay/size", "replay", "{:,.0f}"),
+    ("actors/connected", "actors", "{:.0f}"),
+    ("actors/policy_lag", "lag", "{:.1f}"),
+    ("perf/batch_wait_fraction", "batch wait", "{:.1%}"),
+)
+
+
+def wandb_mode(cfg: WandbConfig) -> str:
+    if cfg.mode != "auto":
+        return cfg.mode
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+
+
+class Monitor:
+    def __init__(self, cfg: RunConfig, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.mode = wandb_mode(cfg.wandb)
+        self.run = None
+        self.last: dict[str, float] = {}
+        if self.mode != "disabled":
+            import wandb
+
+            os.environ.setdefault("WANDB_SILENT", "true")
+            self.run = wandb.init(
+                project=cfg.wandb.project,
+                entity=cfg.wandb.entity or None,
+                name=cfg.wandb.run_name or self.run_dir.name,
+                tags=list(cfg.wandb.tags),
+                config=to_dict(cfg),
+                dir=str(self.run_dir),
+                mode=self.mode,
+                settings=wandb.Settings(console="off", x_disable_stats=True),
+            )
+        self.tty = sys.stdout.isatty()
+
+    @property
+    def files_dir(self) -> str | None:
+        return None if self.run is None else str(Path(self.run.dir).parent)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.last.update(metrics)
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+        self._console()
+
+    def _console(self) -> None:
+        parts = [f"{label} {fmt.format(self.last[k])}" for k, label, fmt in HEADLINE if k in self.last]
+        rejected = sum(v for k, v in self.last.items() if k.startswith("wire/rejected/"))
+        if rejected:
+            parts.append(f"rejected {rejected:.0f}")
+        print(" | ".join(parts), flush=True)
+
+    def summary(self, values: dict) -> None:
+        if self.run is not None:
+            for k, v in values.items():
+                self.run.summary[k] = v
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None

@@ -1,0 +1,53 @@
+"""Read W&B offline run files (`run-*.wandb`) back, to check what a run logged.
+
+The file is a LevelDB-style log of protobuf ``Record``s: a 7-byte file header,
+then 32 KiB blocks of chunks (crc32 u32, length u16, type u8: 1 full, 2 first,
+3 middle, 4 last). wandb 0.31 no longer ships a Python reader.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2 as pb
+
+_BLOCK = 32 * 1024
+
+
+def _chunks(data: bytes):
+    pos, pending = 7, b""
+    while pos + 7 <= len(data):
+        left = _BLOCK - pos % _BLOCK
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        payload = data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind == 0:
+            return
+        if kind == 1:
+            yield payload
+        elif kind == 2:
+            pending = payload
+        elif kind == 3:
+            pending += payload
+        elif kind == 4:
+            yield pending + payload
+
+
+def history(run_root: Path) -> list[dict]:
+    """Every logged row of the (single) offline run under ``run_root``/wandb."""
+    files = glob.glob(str(Path(run_root) / "wandb" / "offline-run-*" / "run-*.wandb"))
+    assert len(files) == 1, f"expected one offline run under {run_root}, found {files}"
+    rows = []
+    for raw in _chunks(Path(files[0]).read_bytes()):
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        if rec.WhichOneof("record_type") == "history":
+            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                         for i in rec.history.item})
+    return rows
