@@ -5,8 +5,9 @@
 A sender process PUSHes the same pre-encoded chunks (CartPole-sized records,
 obs float32[4], 256 records from 8 streams) over tcp loopback. The receiver either
 only receives them (raw pyzmq, the baseline) or receives, decodes + validates
-(``mouse.wire.decode_chunk``) and extends a TorchRL ReplayBuffer(LazyTensorStorage)
-(ingest). Prints steps/s for both, their ratio (goal >= 0.8), and where the time
+(``mouse.wire.decode_chunk``) and stores them in the learner's replay buffer
+(``mouse.replay``: TorchRL LazyTensorStorage + stream-window sampler), exactly the
+learner's ingest path (ingest). Prints steps/s for both, their ratio (goal >= 0.8), and where the time
 of one chunk goes. Never asserts a time.
 """
 
@@ -22,6 +23,7 @@ import zmq
 
 from mouse import wire
 from mouse.records import RecordSpec, StreamRecorder, continuity_problems, record_problems
+from mouse.replay import ReplayConfig, make_replay_buffer
 
 SPEC = RecordSpec("continuous", (4,), 2)
 STREAMS, STEPS = 8, 32  # 256 records per chunk
@@ -63,11 +65,7 @@ def receive(mode: str, chunks, total: int, copy: bool, extend_every: int = 1) ->
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     proc = mp.get_context("spawn").Process(target=sender, args=(port, chunks, total + 1))
     proc.start()
-    rb = None
-    if mode == "ingest":
-        from torchrl.data import LazyTensorStorage, ReplayBuffer
-
-        rb = ReplayBuffer(storage=LazyTensorStorage(1_000_000), batch_size=256)
+    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC) if mode == "ingest" else None
     pull.recv_multipart(copy=copy)  # the sender is up; start the clock
     steps, pending = 0, []
     start = time.perf_counter()
@@ -80,7 +78,7 @@ def receive(mode: str, chunks, total: int, copy: bool, extend_every: int = 1) ->
         steps += header["n"]
         pending.append(td)
         if len(pending) == extend_every or i == total - 1:
-            rb.extend(pending[0] if len(pending) == 1 else torch.cat(pending))
+            rb.ingest(pending[0] if len(pending) == 1 else torch.cat(pending), checked=True)
             pending = []
     elapsed = time.perf_counter() - start
     proc.join()
@@ -99,13 +97,11 @@ def per_chunk_us(fn, n: int = 2000) -> float:
 
 
 def breakdown(chunks) -> None:
-    from torchrl.data import LazyTensorStorage, ReplayBuffer
-
     import mouse.wire as w
 
     frames = chunks[0]
     _, td = wire.decode_chunk(frames, SPEC)
-    rb = ReplayBuffer(storage=LazyTensorStorage(1_000_000), batch_size=256)
+    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC)
     total = per_chunk_us(lambda: wire.decode_chunk(frames, SPEC))
     validate = w.validate_records
     w.validate_records = lambda td, spec: td
@@ -118,7 +114,7 @@ def breakdown(chunks) -> None:
     print(f"    wire checks + copies + TD    {decode_only:8.1f} us")
     print(f"    records.record_problems      {per_chunk_us(lambda: record_problems(td, SPEC)):8.1f} us")
     print(f"    records.continuity_problems  {per_chunk_us(lambda: continuity_problems(td)):8.1f} us")
-    print(f"  ReplayBuffer.extend            {per_chunk_us(lambda: rb.extend(td)):8.1f} us")
+    print(f"  replay ingest (checked)        {per_chunk_us(lambda: rb.ingest(td, checked=True)):8.1f} us")
 
 
 def main() -> None:

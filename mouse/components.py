@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from mouse.config import RunConfig
@@ -25,9 +27,9 @@ def build_model(cfg: RunConfig, info: EnvInfo) -> MouseModel:
 
 
 def make_replay(cfg: RunConfig, spec):
-    """The replay buffer and its validating insert function ``insert(chunk) -> steps``."""
+    """The replay buffer and its insert function for chunks from ``wire.decode`` (validated there)."""
     rb = make_replay_buffer(cfg.replay, spec)
-    return rb, rb.ingest
+    return rb, partial(rb.ingest, checked=True)
 
 
 def make_batchifier(cfg: RunConfig, replay, device: torch.device) -> PrefetchBatchifier:

@@ -78,7 +78,7 @@ class LearnerConfig:
     """Learner device: auto (cuda if available), cpu, cuda, cuda:N."""
     warmup_steps: int = 2_000
     """Stored steps before the first update."""
-    replay_ratio: float = 0.05
+    replay_ratio: float = 0.1
     """Target updates per inserted env step: the learner waits for data when ahead of it, and
     holds back actors' send credits when more than max_ahead_steps behind it."""
     max_ahead_steps: int = 2_000
@@ -103,7 +103,7 @@ class LearnerConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    every_s: float = 30.0
+    every_s: float = 20.0
     """Seconds between greedy evaluations of the learner's current weights (0 = only at the end)."""
     episodes: int = 20
     """Episodes per evaluation (run in parallel as a vector env)."""
@@ -136,8 +136,10 @@ class BudgetConfig:
 
 
 def _default_train() -> TrainConfig:
-    # time-limit truncation is not a real terminal state: bootstrap through it
-    return TrainConfig(dqn=DqnLossConfig(gamma=0.99, gamma_truncated=0.99))
+    # small windows and a higher learning rate suit the default CartPole job on a CPU learner;
+    # time-limit truncation is not a real terminal state, so bootstrap through it
+    return TrainConfig(lr=1e-3, batch_size=64, seq_len=8,
+                       dqn=DqnLossConfig(gamma=0.99, gamma_truncated=0.99))
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ class Learner:
             actor_timeout_s=cfg.learner.actor_timeout_s, may_receive=self._may_receive)
         self.stop_event = threading.Event()
         self.best_eval, self.final_eval = -math.inf, None
-        self.solved_at: tuple[int, int] | None = None  # (env steps, updates) when solved
+        self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
+        self.start = time.monotonic()
 
     # --- weights and checkpoints ------------------------------------------------------------
     def _encode_weights(self):
@@ -123,7 +124,7 @@ class Learner:
         self._install_signals()
         self.monitor = Monitor(self.cfg, self.run_dir)
         self.ingest.start()
-        start = time.monotonic()
+        start = self.start = time.monotonic()
         batchifier = None
         stats = _Interval()
         next_log = start + self.cfg.learner.log_every_s
@@ -193,7 +194,7 @@ class Learner:
         solved = self.final_eval >= self.cfg.budget.solved_return
         if solved:
             log.info("solved: eval return %.1f >= %.1f", self.final_eval, self.cfg.budget.solved_return)
-            self.solved_at = (self.env_steps, self.updates)
+            self.solved_at = (self.env_steps, self.updates, (time.monotonic() - self.start) / 60)
         return solved
 
     def _log(self, stats: "_Interval", elapsed: float) -> None:

@@ -131,9 +131,15 @@ class StreamReplay:
 
     # ---------------------------------------------------------------- ingest
 
-    def ingest(self, chunk: TensorDict) -> int:
-        """Validate and store a flat ``[N]`` chunk of records; returns N. Nothing is written on error."""
-        self._check(chunk)
+    def ingest(self, chunk: TensorDict, *, checked: bool = False) -> int:
+        """Validate and store a flat ``[N]`` chunk of records; returns N. Nothing is written on error.
+
+        ``checked=True`` skips the per-record checks for a chunk that already passed
+        ``validate_records`` against this spec (``mouse.wire.decode_chunk`` does); stream
+        continuity is still checked, as the buffer's windows depend on it.
+        """
+        if not checked:
+            self._check(chunk)
         n = chunk.batch_size[0]
         if n == 0:
             return 0
