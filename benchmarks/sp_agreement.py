@@ -32,6 +32,7 @@ def agreement(model, cfg: RunConfig, info, episodes: int, seed: int = 7) -> dict
     td = rec.reset(env.reset(seed=seed)[0])
     finished = torch.zeros(episodes, dtype=torch.bool)
     hits, strict_hits, steps, per_state = 0, 0, 0, {}
+    returns = torch.zeros(episodes)
     rand_hits = 0
     g = torch.Generator().manual_seed(seed)
     while not bool(finished.all()):
@@ -53,11 +54,12 @@ def agreement(model, cfg: RunConfig, info, episodes: int, seed: int = 7) -> dict
             per_state.setdefault(s, []).append(o)
         obs, reward, term, trunc, _ = env.step(action.numpy())
         td = rec.step(action, obs, reward, term, trunc)
+        returns += td["reward"] * ~finished
         finished |= td["done"] != 0
     env.close()
     states = {s: sum(v) / len(v) >= 0.5 for s, v in per_state.items()}
     return {"steps": steps, "step_share": hits / steps, "strict_step_share": strict_hits / steps, "random_step_share": rand_hits / steps,
-            "states": len(states), "state_share": sum(states.values()) / len(states)}
+            "states": len(states), "return": float(returns.mean()), "state_share": sum(states.values()) / len(states)}
 
 
 def main() -> None:
@@ -79,6 +81,7 @@ def main() -> None:
           f"(uniform random policy: {r['random_step_share']:.1%}, ratio "
           f"{r['step_share'] / max(r['random_step_share'], 1e-9):.2f}x)")
     print(f"visited steps where argmax sp == argmax q_star (ties to the first) {r['strict_step_share']:7.1%}")
+    print(f"mean return of the greedy-sp episodes  {r['return']:.3f}")
     print(f"distinct visited states (majority of visits) {r['state_share']:7.1%}  of {r['states']} states")
 
 

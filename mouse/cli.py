@@ -38,8 +38,15 @@ def _split_config_flag(argv: list[str]) -> tuple[RunConfig, list[str]]:
 
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=os.environ.get("MOUSE_LOG", "INFO"),
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    level = os.environ.get("MOUSE_LOG", "INFO")
+    if sys.stdout.isatty():  # rich's handler prints above the live table instead of through it
+        from rich.logging import RichHandler
+
+        logging.basicConfig(level=level, format="%(name)s  %(message)s", datefmt="%H:%M:%S",
+                            handlers=[RichHandler(show_path=False)])
+    else:
+        logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
+                            datefmt="%H:%M:%S")
     try:
         base, argv = _split_config_flag(argv)
     except ValueError as e:

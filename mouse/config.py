@@ -89,6 +89,8 @@ class LearnerConfig:
     """Updates between weight broadcasts."""
     checkpoint_every_s: float = 120.0
     """Seconds between checkpoints (one is always written at shutdown)."""
+    save_replay: bool = False
+    """Save the replay buffer to RUN_DIR/replay at shutdown and restore it when resuming (can be large)."""
     log_every_s: float = 5.0
     """Seconds between metric logs (W&B and console)."""
     prefetch: int = 4

@@ -28,7 +28,9 @@ def _watch(procs: list[subprocess.Popen], stop: threading.Event) -> None:
         for i, p in enumerate(procs):
             if i not in reported and p.poll() is not None:
                 reported.add(i)
-                log.warning("actor %d exited with code %s (see its log in the run directory)", i, p.returncode)
+                if p.returncode != 0:
+                    log.warning("actor %d exited with code %s (see actor-%d.log in the run directory)",
+                                i, p.returncode, i)
 
 
 def run_local(cfg: RunConfig) -> dict:

@@ -55,6 +55,7 @@ class Learner:
         self.replay, self.insert = make_replay(cfg, self.info.spec)
         self.version, self.updates, self.env_steps0 = 0, 0, 0
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.replay_dir = self.run_dir / "replay"
         if self.checkpoint_path.exists():
             self._resume()
         self.updates0 = self.updates  # the replay ratio counts this session's updates and inserts
@@ -88,6 +89,9 @@ class Learner:
         self.version, self.updates = state["version"], state["updates"]
         self.env_steps0 = state["env_steps"]
         log.info("resumed from %s: version %d, %d updates", self.checkpoint_path, self.version, self.updates)
+        if self.cfg.learner.save_replay and self.replay_dir.exists():
+            self.replay.restore(self.replay_dir)
+            log.info("restored %d replay steps from %s", len(self.replay), self.replay_dir)
 
     def save(self) -> None:
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.cfg,
@@ -165,10 +169,10 @@ class Learner:
         return self.ingest.steps < max(c.warmup_steps, owed) + c.max_ahead_steps
 
     def _may_update(self) -> bool:
-        steps = self.ingest.steps  # this session's inserts (the buffer starts empty on resume)
-        if steps < self.cfg.learner.warmup_steps:
+        if len(self.replay) < self.cfg.learner.warmup_steps:
             return False
-        return self.updates - self.updates0 < self.cfg.learner.replay_ratio * steps
+        # the ratio counts this session's inserts and updates (a resumed run starts both at 0)
+        return self.updates - self.updates0 < self.cfg.learner.replay_ratio * self.ingest.steps
 
     def _update(self, batchifier) -> tuple[float, float, dict]:
         t0 = time.perf_counter()
@@ -229,6 +233,8 @@ class Learner:
         if self.solved_at is None:  # a solving evaluation is already the final one
             self._evaluate()
         self.save()
+        if self.cfg.learner.save_replay:
+            self.replay.save(self.replay_dir)
         summary = {
             "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
             "env_steps": self.env_steps, "updates": self.updates, "weights_version": self.version,

@@ -53,7 +53,12 @@ class Monitor:
                 mode=self.mode,
                 settings=wandb.Settings(console="off", x_disable_stats=True),
             )
-        self.tty = sys.stdout.isatty()
+        self.live = None
+        if sys.stdout.isatty():  # a table refreshed in place; plain lines when piped or logged
+            from rich.live import Live
+
+            self.live = Live(self._table(), refresh_per_second=2, transient=False)
+            self.live.start()
 
     @property
     def files_dir(self) -> str | None:
@@ -65,12 +70,26 @@ class Monitor:
             self.run.log(metrics, step=step)
         self._console()
 
-    def _console(self) -> None:
-        parts = [f"{label} {fmt.format(self.last[k])}" for k, label, fmt in HEADLINE if k in self.last]
+    def _headline(self) -> list[tuple[str, str]]:
+        rows = [(label, fmt.format(self.last[k])) for k, label, fmt in HEADLINE if k in self.last]
         rejected = sum(v for k, v in self.last.items() if k.startswith("wire/rejected/"))
         if rejected:
-            parts.append(f"rejected {rejected:.0f}")
-        print(" | ".join(parts), flush=True)
+            rows.append(("rejected", f"{rejected:.0f}"))
+        return rows
+
+    def _table(self):
+        from rich.table import Table
+
+        table = Table(title=f"mouse · {self.run_dir}", show_header=False)
+        for label, value in self._headline():
+            table.add_row(label, value)
+        return table
+
+    def _console(self) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+        else:
+            print(" | ".join(f"{label} {value}" for label, value in self._headline()), flush=True)
 
     def summary(self, values: dict) -> None:
         if self.run is not None:
@@ -78,6 +97,9 @@ class Monitor:
                 self.run.summary[k] = v
 
     def finish(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
         if self.run is not None:
             self.run.finish()
             self.run = None

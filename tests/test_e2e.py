@@ -80,3 +80,20 @@ def test_bad_config_is_a_clear_error(tmp_path):
     assert "NoSuchEnv-v0" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_mouse(tmp_path / "r2", "--train.sp.weight", "1.0", timeout=60)
     assert proc.returncode != 0 and "q_star" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_restart_resumes_from_checkpoint_and_replay(tmp_path):
+    """A learner started again on its run directory keeps its weights, counters and data."""
+    run_dir = tmp_path / "run"
+    small = ("--learner.save-replay", "--replay.capacity", "20000")
+    first = run_mouse(run_dir, "--budget.max-env-steps", "1500", *small)
+    assert first.returncode == 0, first.stderr[-3000:]
+    s1 = json.loads((run_dir / "summary.json").read_text())
+    assert (run_dir / "replay").is_dir()
+    second = run_mouse(run_dir, "--budget.max-env-steps", str(s1["env_steps"] + 1500), *small)
+    assert second.returncode == 0, second.stderr[-3000:]
+    s2 = json.loads((run_dir / "summary.json").read_text())
+    assert f"resumed from {run_dir / 'checkpoint.pt'}: version {s1['weights_version']}" in second.stderr
+    assert "restored" in second.stderr and "replay steps" in second.stderr
+    assert s2["updates"] > s1["updates"] and s2["weights_version"] > s1["weights_version"]
+    assert s2["env_steps"] >= s1["env_steps"] + 1500
