@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 VENV=${MOUSE_VENV:-.venv}
 PY=${PYTHON:-python3}
+# pip's notes about this machine's package mirrors are noise; real errors still show
+quiet() { grep -v -e "^WARNING: Location '" -e "^WARNING: Running pip as" || true; }
 
 if [ ! -x "$VENV/bin/mouse" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
   echo "dev.sh: setting up $VENV (first run takes a minute or two)" >&2
@@ -14,9 +16,9 @@ if [ ! -x "$VENV/bin/mouse" ] || [ pyproject.toml -nt "$VENV/.installed" ]; then
   if ! command -v nvidia-smi >/dev/null 2>&1; then
     # no GPU: the CPU build of torch first, so pyproject's torch range is already met
     # and pip never pulls the multi-GB CUDA build
-    "$VENV/bin/pip" install -q "torch==2.13.0"
+    "$VENV/bin/pip" install -q "torch==2.13.0" 2>&1 | quiet
   fi
-  "$VENV/bin/pip" install -q -e ".[test]"
+  "$VENV/bin/pip" install -q -e ".[test]" 2>&1 | quiet
   touch "$VENV/.installed"
 fi
 

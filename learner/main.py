@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from mouse.config import RunConfig, save_config
 from mouse.learner import Learner
+from mouse.transport import free_port_base
 
 log = logging.getLogger("mouse.learner")
 
@@ -35,7 +37,7 @@ def format_summary(s: dict) -> str:
         "== mouse run finished ==",
         f"best eval return   {num(s['best_eval_return'])}",
         f"final eval return  {num(s['final_eval_return'])}",
-        f"solved at          " + ("not solved" if not s["solved_at"] else
+        "solved at          " + ("not solved" if not s["solved_at"] else
                                  "{:,} env steps, {:,} updates, {:.1f} min".format(*s["solved_at"])),
         f"env steps          {s['env_steps']:,}",
         f"updates            {s['updates']:,} (weights v{s['weights_version']})",
@@ -54,6 +56,8 @@ def format_summary(s: dict) -> str:
 
 def main(cfg: RunConfig, on_ready=None) -> dict:
     """Run a learner until its budget ends; ``on_ready(address, run_dir)`` is called once it listens."""
+    if cfg.learner.port == 0:  # pick three free consecutive ports
+        cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, port=free_port_base()))
     run_dir = prepare_run_dir(cfg)
     learner = Learner(cfg, run_dir)
     address = f"tcp://{cfg.learner.host}:{cfg.learner.port}"

@@ -102,6 +102,19 @@ class LearnerConfig:
     seed: int = 0
     """Torch seed of the learner."""
 
+    def __post_init__(self):
+        positive = {"replay_ratio": self.replay_ratio, "publish_every": self.publish_every,
+                    "credits_per_actor": self.credits_per_actor, "prefetch": self.prefetch,
+                    "batch_workers": self.batch_workers, "log_every_s": self.log_every_s,
+                    "actor_timeout_s": self.actor_timeout_s, "checkpoint_every_s": self.checkpoint_every_s}
+        bad = [f"learner.{k}={v} (must be > 0)" for k, v in positive.items() if not v > 0]
+        bad += [f"learner.{k}={v} (must be >= 0)" for k, v in
+                {"warmup_steps": self.warmup_steps, "max_ahead_steps": self.max_ahead_steps}.items() if v < 0]
+        if not 0 <= self.port <= 65533:
+            bad.append(f"learner.port={self.port} (0 = pick free ports, else 1..65533: it uses port..port+2)")
+        if bad:
+            raise ValueError("invalid learner config: " + ", ".join(bad))
+
 
 @dataclass(frozen=True)
 class EvalConfig:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import subprocess
 import sys
@@ -10,7 +9,6 @@ import threading
 from pathlib import Path
 
 from mouse.config import RunConfig
-from mouse.transport import free_port_base
 
 log = logging.getLogger("mouse.launch")
 
@@ -36,8 +34,6 @@ def _watch(procs: list[subprocess.Popen], stop: threading.Event) -> None:
 def run_local(cfg: RunConfig) -> dict:
     from learner.main import main as learner_main
 
-    if cfg.learner.port == 0:  # pick three free consecutive ports
-        cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, port=free_port_base()))
     procs: list[subprocess.Popen] = []
     stop = threading.Event()
 

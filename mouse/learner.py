@@ -111,14 +111,14 @@ class Learner:
         signal.signal(signal.SIGINT, handler)
         signal.signal(signal.SIGTERM, handler)
 
-    def _budget_left(self, start: float) -> bool:
+    def _budget_left(self) -> bool:
         b = self.cfg.budget
         if self.stop_event.is_set():
             return False
         if b.max_env_steps and self.env_steps >= b.max_env_steps:
             log.info("budget: %d env steps reached", self.env_steps)
             return False
-        if b.max_minutes and time.monotonic() - start >= 60 * b.max_minutes:
+        if b.max_minutes and time.monotonic() - self.start >= 60 * b.max_minutes:
             log.info("budget: %.1f minutes reached", b.max_minutes)
             return False
         return True
@@ -135,7 +135,7 @@ class Learner:
         next_eval = start + self.cfg.eval.every_s if self.cfg.eval.every_s > 0 else math.inf
         next_ckpt = start + self.cfg.learner.checkpoint_every_s
         try:
-            while self._budget_left(start):
+            while self._budget_left():
                 if self.ingest.error is not None:
                     raise RuntimeError("ingest thread failed") from self.ingest.error
                 now = time.monotonic()
@@ -155,13 +155,16 @@ class Learner:
                 if batchifier is None:
                     batchifier = make_batchifier(self.cfg, self.replay, self.device)
                 stats.step(self._update(batchifier))
+        except BaseException:
+            self._close()  # actors are told to stop; the error itself goes to the caller
+            raise
         finally:
             if batchifier is not None:
                 batchifier.close()
-        return self._shutdown(start)
+        return self._shutdown()
 
     def _may_receive(self) -> bool:
-        """Backpressure: stop reading records while the actors are too far ahead of training."""
+        """Backpressure: hold back actors' credits while they are too far ahead of training."""
         c = self.cfg.learner
         if not c.max_ahead_steps or self.stop_event.is_set():
             return True
@@ -223,7 +226,7 @@ class Learner:
             m[f"wire/rejected/{reason}"] = count
         self.monitor.log(m, step=self.updates)
 
-    def _shutdown(self, start: float) -> dict:
+    def _shutdown(self) -> dict:
         self.stop_event.set()  # also lifts backpressure: what the actors still send is kept
         self.ingest.stop_actors = True  # heartbeats now answer "stop"; actors flush and leave
         deadline = time.monotonic() + 2 * self.cfg.actor.heartbeat_s + 1
@@ -238,7 +241,7 @@ class Learner:
         summary = {
             "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
             "env_steps": self.env_steps, "updates": self.updates, "weights_version": self.version,
-            "wall_minutes": (time.monotonic() - start) / 60, "solved_at": self.solved_at,
+            "wall_minutes": (time.monotonic() - self.start) / 60, "solved_at": self.solved_at,
             "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint_path),
             "wandb_dir": self.monitor.files_dir, "wandb_mode": self.monitor.mode,
             "streams_seen": sorted(self.ingest.streams_seen),
@@ -247,12 +250,17 @@ class Learner:
             "rejected": dict(self.ingest.rejected),
         }
         self.monitor.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        self._close()
+        return summary
+
+    def _close(self) -> None:
+        self.ingest.stop_actors = True
         self.monitor.finish()
         self.ingest.stop()
-        self.ingest.join(timeout=5)
+        if self.ingest.is_alive():
+            self.ingest.join(timeout=5)
         for s in (self.pull, self.router, self.pub):
             s.close(0)
-        return summary
 
 
 class _Interval:

@@ -35,7 +35,7 @@ import threading
 from pathlib import Path
 
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer, RoundRobinWriter
 
 from mouse.records import ALIVE, RecordError, RecordSpec, continuity_problems, validate_records
@@ -64,6 +64,9 @@ class FifoSliceWriter(RoundRobinWriter):
 
     Same cursor, indices and FIFO order; ``copy_`` into slices instead of
     ``index_put_`` with an index tensor, which is several times slower on CPU.
+    Once the storage exists, each field is copied straight into the storage's own
+    tensor: ``TensorStorage.set`` costs ~10x more than the copies themselves on a
+    chunk of a few hundred records (TensorDict indexing, ``to``, per-key dispatch).
     """
 
     def extend(self, data) -> torch.Tensor:
@@ -71,14 +74,43 @@ class FifoSliceWriter(RoundRobinWriter):
         if not 0 < n <= cap:
             raise ValueError(f"cannot write {n} rows into a storage of {cap}")
         head = min(n, cap - cur)
-        self._storage.set(slice(cur, cur + head), data[:head])
+        parts = [(slice(cur, cur + head), slice(0, head))]
         if head < n:  # wrap around
-            self._storage.set(slice(0, n - head), data[head:])
+            parts.append((slice(0, n - head), slice(head, n)))
+        pairs = self._field_pairs(data)
+        if pairs is None:  # first write (the storage allocates itself from it) or another layout
+            for rows, part in parts:
+                self._storage.set(rows, data[part])
+        else:
+            for dst, src in pairs:
+                for rows, part in parts:
+                    dst[rows].copy_(src[part])
+            self._wrote(parts[-1][0], n)
         self._cursor = (cur + n) % cap
         self._write_count += n
         index = torch.arange(cur, cur + n) % cap
         self._mark_update_entities(index)
         return index
+
+    def _field_pairs(self, data) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """(storage tensor, chunk tensor) per field; None unless the storage holds exactly its fields."""
+        store = getattr(self._storage, "_storage", None)
+        if not (self._storage.initialized and isinstance(store, TensorDictBase)
+                and type(data) is TensorDict and data.batch_dims == 1):
+            return None
+        dst = dict(store.items(include_nested=True, leaves_only=True))
+        src = dict(data.items(include_nested=True, leaves_only=True))
+        if dst.keys() != src.keys():
+            return None  # TensorStorage.set decides (it raises on a missing field)
+        # a MemoryMappedTensor is a tensor subclass: plain views slice ~5x faster, same memory
+        return [(dst[k].as_subclass(torch.Tensor), src[k]) for k in dst]
+
+    def _wrote(self, last_rows: slice, n: int) -> None:
+        """The bookkeeping ``TensorStorage.set`` does around a write: last cursor, length, revision."""
+        storage = self._storage
+        storage._set_last_cursor(last_rows)
+        storage._len = min(storage._len + n, storage.max_size)
+        storage._bump_mutation_revision()
 
 
 def make_replay_buffer(cfg: ReplayConfig, spec: RecordSpec | None = None) -> "StreamReplay":

@@ -1,0 +1,332 @@
+"""Faults, for real: bad input to a running learner, dying and early actors, Ctrl-C, bad set-ups.
+
+Every test runs `mouse` processes over real sockets (no mocks); every process
+is bounded by a timeout and killed, with its children, when the test ends.
+"""
+
+import collections
+import json
+import os
+import signal
+import struct
+from types import SimpleNamespace
+
+import pytest
+import torch
+import zmq
+
+from mouse import wire
+from mouse.components import build_model, make_replay
+from mouse.config import EnvConfig, RunConfig, from_dict, load_config
+from mouse.envs import describe_env
+from mouse.transport import endpoints, free_port_base
+from tests.fault_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, read_summary,
+                                 stream_records, updates_printed, wait_for)
+
+START_S = 120  # generous: another job may be using both cores while torch imports
+RUN_S = 180
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """start(name, args) -> Proc; every process group started is SIGKILLed at the end."""
+    started = []
+
+    def start(name, args, **kw):
+        started.append(Proc(name, args, tmp_path, **kw))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.kill_group()
+
+
+def log_text(path) -> str:
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def load_checkpoint_model(path):
+    """The checkpoint loads with weights_only=True into a model built from its own config."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    cfg = from_dict(RunConfig, state["config"])
+    build_model(cfg, describe_env(cfg.env, cfg.train.dqn.gamma)).load_state_dict(state["model"])
+    return state
+
+
+# --- 1. malformed and foreign messages sent to a running learner ------------------------------
+
+BAD_STREAM, REFUSED_STREAM, BAD_ACTOR = 900, 901, 77  # the real actor 0 owns streams 0 .. NUM_ENVS-1
+REPLAY_CAPACITY = 4096
+HOSTILE_BUDGET = 2000
+
+
+def _prefix(kind="chunk", version=wire.WIRE_VERSION, magic=wire.MAGIC, code=None) -> bytes:
+    return struct.pack("<5sHB", magic, version, wire.KIND_CODES[kind] if code is None else code)
+
+
+def _raw_control(kind: str, body: dict) -> list[bytes]:
+    """A control message as a peer that skips encode_control's checks would send it."""
+    return [_prefix(kind) + json.dumps(body).encode()]
+
+
+def bad_messages(spec) -> list[tuple[str, str, list, str]]:
+    """(socket, what, frames, the reason the learner must count) for every fault we inject."""
+    def chunk(td):
+        return [bytes(f) for f in wire.encode_chunk(td, BAD_ACTOR)]  # no spec: no sender-side check
+
+    good = stream_records(spec, 16, BAD_STREAM)
+    ok = chunk(good)
+    nan, gap, f64, no_field, wide = (good.clone() for _ in range(5))
+    nan["reward"][5] = float("nan")
+    gap["time"][8:] += 1  # time 7 is followed by 9: a step is missing
+    f64["reward"] = good["reward"].double()
+    del no_field["xformed_reward"]
+    wide[spec.obs_key] = torch.zeros(16, spec.obs_shape[0] + 1)
+    weights = [bytes(f) for f in wire.encode_weights(5, {"w": torch.zeros(3)})]
+    garbage = [b"\x00\xffnot a mouse message"]
+    body = ok[0][len(_prefix()):]  # the chunk header's JSON
+    return [
+        ("records", "garbage bytes", garbage, "bad_magic"),
+        ("records", "one empty frame", [b""], "bad_magic"),
+        ("records", "wrong magic", [b"MOUZE" + ok[0][5:], *ok[1:]], "bad_magic"),
+        ("records", "next wire version", [_prefix(version=wire.WIRE_VERSION + 1) + body, *ok[1:]],
+         "bad_version"),
+        ("records", "unknown kind code", [_prefix(code=200) + body, *ok[1:]], "bad_kind"),
+        ("records", "frame 0 shorter than its prefix", [wire.MAGIC + b"\x01"], "bad_header"),
+        ("records", "header not JSON", [_prefix() + b"{not json", *ok[1:]], "bad_header"),
+        ("records", "NaN reward", chunk(nan), "bad_values"),
+        ("records", "a step missing in a stream", chunk(gap), "bad_values"),
+        ("records", "reward as float64", chunk(f64), "bad_dtype"),
+        ("records", "no xformed_reward field", chunk(no_field), "bad_fields"),
+        ("records", "obs one wider than the env's", chunk(wide), "bad_shape"),
+        ("records", "last frame truncated", [*ok[:-1], ok[-1][:-3]], "bad_length"),
+        ("records", "last frame missing", ok[:-1], "missing_frames"),
+        ("records", "one frame too many", [*ok, bytes(8)], "too_many_frames"),
+        ("records", "65537 records", chunk(stream_records(spec, wire.DEFAULT_MAX_RECORDS + 1, BAD_STREAM)),
+         "oversize"),
+        ("records", "frame 0 over 1 MiB", [_prefix() + b'{"pad":"' + b"x" * wire.MAX_HEADER_BYTES + b'"}'],
+         "oversize"),
+        ("records", "hello on the records socket",
+         wire.encode_control("hello", {"actor_id": BAD_ACTOR, "pid": 1, "host": "intruder"}), "bad_kind"),
+        ("records", "weights on the records socket", weights, "bad_kind"),
+        ("records", "episode stats without a length",
+         _raw_control("episode", {"actor_id": BAD_ACTOR, "episodes": [
+             {"stream_id": BAD_STREAM, "return": 1.0, "policy_version": 0}]}), "bad_body"),
+        ("records", "a valid chunk larger than the replay",
+         chunk(stream_records(spec, REPLAY_CAPACITY + 1, REFUSED_STREAM)), "replay_rejected"),
+        ("control", "garbage bytes", garbage, "bad_magic"),
+        ("control", "an ack", wire.encode_control("ack", {"version": 1, "credits": 100}), "bad_kind"),
+        ("control", "a stop", wire.encode_control("stop", {"version": 1}), "bad_kind"),
+        ("control", "a welcome", wire.encode_control("welcome", {"actor_id": 0, "config": {}, "credits": 9}),
+         "bad_kind"),
+        ("control", "episode stats", wire.encode_control("episode", {"actor_id": BAD_ACTOR, "episodes": []}),
+         "bad_kind"),
+        ("control", "a chunk", ok, "bad_kind"),
+        ("control", "weights", weights, "bad_kind"),
+        ("control", "hello with an extra key",
+         _raw_control("hello", {"actor_id": -1, "pid": 1, "host": "intruder", "admin": True}), "bad_body"),
+        ("control", "heartbeat in two frames",
+         [*wire.encode_control("heartbeat", {"actor_id": BAD_ACTOR, "counters": {}}), b"x"], "too_many_frames"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def hostile_run(tmp_path_factory):
+    """A learner (2000-step budget) that gets every bad message, then one real actor to finish it.
+
+    The actor starts only once the learner has logged every rejection (MOUSE_LOG=DEBUG logs each
+    one), so the budget cannot end before all of them are counted.
+    """
+    tmp = tmp_path_factory.mktemp("hostile")
+    run_dir, port = tmp / "run", free_port_base()
+    messages = bad_messages(describe_env(EnvConfig(), 0.99).spec)
+    started, socks, ctx = [], [], zmq.Context()
+    try:
+        learner = Proc("learner", [
+            "learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
+            "--replay.capacity", REPLAY_CAPACITY, "--learner.save-replay",
+            "--budget.max-env-steps", HOSTILE_BUDGET, "--budget.max-minutes", 2], tmp, log_level="DEBUG")
+        started.append(learner)
+        wait_for(lambda: "learner listening" in learner.err(), START_S, "the learner to listen", [learner])
+        ep = endpoints(f"tcp://127.0.0.1:{port}")
+        push, dealer = ctx.socket(zmq.PUSH), ctx.socket(zmq.DEALER)
+        socks += [push, dealer]
+        push.connect(ep.records)
+        dealer.connect(ep.control)
+        for where, _, frames, _ in messages:
+            (push if where == "records" else dealer).send_multipart(frames)
+        wait_for(lambda: learner.err().count("rejected message (") >= len(messages), 60,
+                 f"{len(messages)} rejections in the learner's log", [learner])
+        actor = Proc("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0], tmp)
+        started.append(actor)
+        code = learner.wait(RUN_S)
+        yield SimpleNamespace(run_dir=run_dir, learner=learner, actor=actor, code=code,
+                              actor_code=actor.wait(30), messages=messages)
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+        for p in started:
+            p.kill_group()
+
+
+def test_learner_finishes_its_budget_despite_bad_messages(hostile_run):
+    r = hostile_run
+    assert r.code == 0, r.learner.logs()
+    assert "== mouse run finished ==" in r.learner.out()
+    assert "Traceback" not in r.learner.err() and "ingest thread failed" not in r.learner.err()
+    s = read_summary(r.run_dir)
+    assert s["env_steps"] >= HOSTILE_BUDGET and s["updates"] > 0, s
+    assert r.actor_code == 0, r.actor.logs()
+    load_checkpoint_model(r.run_dir / "checkpoint.pt")
+
+
+def test_every_bad_message_is_counted_by_its_reason(hostile_run):
+    expected = collections.Counter(reason for *_, reason in hostile_run.messages)
+    assert read_summary(hostile_run.run_dir)["rejected"] == dict(expected)
+    assert "rejected messages" in hostile_run.learner.out()  # the printed summary shows them too
+
+
+def test_no_bad_record_reaches_the_replay(hostile_run):
+    """The replay saved at shutdown holds exactly the real actor's records, all finite."""
+    s = read_summary(hostile_run.run_dir)
+    cfg = load_config(hostile_run.run_dir / "config.json")
+    replay, _ = make_replay(cfg, describe_env(cfg.env, cfg.train.dqn.gamma).spec)
+    replay.restore(hostile_run.run_dir / "replay")
+    assert len(replay) == s["env_steps"] < REPLAY_CAPACITY  # nothing overwritten: all of it is here
+    rows = replay.storage[:]
+    assert sorted(rows["stream_id"].unique().tolist()) == list(range(NUM_ENVS))
+    assert torch.isfinite(rows["reward"]).all() and torch.isfinite(rows["obs_continuous"]).all()
+    assert BAD_STREAM not in s["streams_seen"] and set(range(NUM_ENVS)) <= set(s["streams_seen"])
+
+
+@pytest.mark.xfail(strict=True, reason="bug: IngestServer._chunk books a chunk the replay refused "
+                                       "(replay_rejected) into streams_seen and actors")
+def test_a_refused_chunk_leaves_no_trace(hostile_run):
+    s = read_summary(hostile_run.run_dir)
+    assert s["streams_seen"] == list(range(NUM_ENVS)), "the refused chunk's stream was booked"
+    assert s["actors_seen"] == [0], "the refused chunk's sender was booked as an actor"
+
+
+# --- 2. an actor that dies -----------------------------------------------------------------
+
+def test_learner_outlives_a_killed_actor(tmp_path, procs):
+    run_dir = tmp_path / "run"
+    run = procs("run", ["run", "--run-dir", run_dir, "--learner.port", 0, "--num-actors", 2, *SMALL,
+                        "--budget.max-env-steps", 3000, "--budget.max-minutes", 2])
+    wait_for(lambda: "actor 1 connected" in log_text(run_dir / "actor-1.log"), START_S,
+             "actor 1 to connect", [run])
+    pids = actor_children(run.pid)
+    assert set(pids) == {0, 1}, pids
+    os.kill(pids[1], signal.SIGKILL)
+
+    assert run.wait(RUN_S) == 0, run.logs()
+    assert "actor 1 exited with code -9" in run.err()  # the run was still going when it died
+    s = read_summary(run_dir)
+    assert s["env_steps"] >= 3000 and s["updates"] > 0, s
+    assert s["actors_seen"] == [0, 1]
+    assert "actor 0 done" in log_text(run_dir / "actor-0.log")
+    state = load_checkpoint_model(run_dir / "checkpoint.pt")
+    assert (state["updates"], state["version"]) == (s["updates"], s["weights_version"])
+
+
+# --- 3. an actor started before its learner ---------------------------------------------------
+
+def test_actor_started_before_the_learner_joins_it(tmp_path, procs):
+    run_dir, port = tmp_path / "run", free_port_base()
+    actor = procs("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0])
+    wait_for(lambda: "no answer from the learner" in actor.err(), START_S, "the actor to wait", [actor])
+    learner = procs("learner", ["learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
+                                "--budget.max-env-steps", 3000, "--budget.max-minutes", 2])
+    assert learner.wait(RUN_S) == 0, learner.logs() + actor.logs()
+    assert actor.wait(30) == 0, actor.logs()
+    s = read_summary(run_dir)
+    assert s["actors_seen"] == [0]
+    assert s["streams_seen"] == list(range(NUM_ENVS))
+    assert s["actor_versions"]["0"] > 0, s["actor_versions"]  # it acted with trained weights
+    assert s["rejected"] == {}
+    assert "actor 0 connected to" in actor.err() and "the learner asked to stop" in actor.err()
+
+
+# --- 4. Ctrl-C ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["process group", "learner only"])
+def test_sigint_stops_a_run_cleanly(tmp_path, procs, target):
+    """Ctrl-C in a terminal signals the whole process group; `kill -INT` only the learner."""
+    run_dir = tmp_path / "run"
+    run = procs("run", ["run", "--run-dir", run_dir, "--learner.port", 0, "--num-actors", 2, *SMALL,
+                        "--budget.max-env-steps", 0, "--budget.max-minutes", 3])
+    logs = [run_dir / f"actor-{i}.log" for i in range(2)]
+    wait_for(lambda: all("connected to" in log_text(p) for p in logs), START_S, "both actors", [run])
+    pids = actor_children(run.pid)
+    assert set(pids) == {0, 1}, pids
+    commands = {pid: cmdline(pid) for pid in pids.values()}
+    wait_for(lambda: updates_printed(run.out()) > 0, RUN_S, "the first updates", [run])
+
+    (os.killpg if target == "process group" else os.kill)(run.pid, signal.SIGINT)
+    code = run.wait(60)
+    assert code == 0, run.logs()  # the learner handles SIGINT and returns normally (130 is only
+    # for a Ctrl-C before its handler is installed, mouse.cli)
+    assert "stopping cleanly" in run.err() and "Traceback" not in run.err()
+    assert "== mouse run finished ==" in run.out()
+    s = read_summary(run_dir)
+    state = load_checkpoint_model(run_dir / "checkpoint.pt")
+    assert state["updates"] == s["updates"] > 0
+    left = [pid for pid in commands if alive(pid) and cmdline(pid) == commands[pid]]
+    assert not left, f"actor processes still running: {left}"
+    for i, path in enumerate(logs):
+        text = log_text(path)
+        assert f"actor {i} done" in text and "Traceback" not in text, text[-2000:]
+        if target == "learner only":  # the actors did not get the signal: the learner told them
+            assert "the learner asked to stop" in text
+
+
+# --- 5. clear errors at start -----------------------------------------------------------------
+
+START_ERRORS = {  # case: (extra flags, what the one-line error must name)
+    "unknown env id": (["--env.env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    "continuous actions": (["--env.env-id", "Pendulum-v1"], "needs Discrete actions"),
+    "sp without q_star": (["--train.sp.weight", "1"], "no exact q_star"),
+    "unwritable run dir": ([], "is not writable"),
+    "port in use": ([], "cannot bind"),
+}
+
+
+@pytest.fixture(scope="module")
+def start_errors(tmp_path_factory):
+    """Run every START_ERRORS case as `mouse learner`, all at once (each pays torch's import)."""
+    tmp = tmp_path_factory.mktemp("start-errors")
+    (tmp / "a-file").write_text("not a directory")
+    busy_port = free_port_base()
+    ctx = zmq.Context()
+    squatter = ctx.socket(zmq.ROUTER)  # another learner's control socket, as far as anyone can tell
+    squatter.bind(f"tcp://127.0.0.1:{busy_port + 1}")
+    started = {}
+    try:
+        for case, (flags, _) in START_ERRORS.items():
+            run_dir = tmp / "a-file" / "run" if case == "unwritable run dir" else tmp / case.replace(" ", "-")
+            port = busy_port if case == "port in use" else free_port_base()
+            # a case that wrongly starts ends by itself in seconds rather than training for 20 minutes
+            started[case] = Proc(case.replace(" ", "-"), [
+                "learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
+                "--budget.max-minutes", 0.05, *flags], tmp)
+        yield {case: SimpleNamespace(proc=p, code=p.wait(START_S), busy_port=busy_port)
+               for case, p in started.items()}
+    finally:
+        squatter.close(0)
+        ctx.term()
+        for p in started.values():
+            p.kill_group()
+
+
+@pytest.mark.parametrize("case", list(START_ERRORS))
+def test_bad_setup_is_one_clear_error(start_errors, case):
+    r, expected = start_errors[case], START_ERRORS[case][1]
+    err = r.proc.err()
+    assert r.code == 1, r.proc.logs()
+    assert "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and expected in last, err[-3000:]
+    if case == "port in use":
+        assert f"127.0.0.1:{r.busy_port + 1}" in last
+    assert "mouse run finished" not in r.proc.out()
