@@ -84,6 +84,7 @@ class Actor:
         if weights is not None:
             self._load_weights(weights)
         self.credits = credits  # record chunks we may still send before the learner acks
+        self.last_heard = time.monotonic()  # any reply or weights from the learner
         self.stopping = False
         self.counters = {"env_steps": 0, "chunks_sent": 0, "send_blocked_s": 0.0, "episodes": 0}
 
@@ -98,13 +99,23 @@ class Actor:
     def _take_weights(self) -> None:
         latest = drain_latest(self.sub)
         if latest is not None:
+            self.last_heard = time.monotonic()
             self._load_weights(latest)
 
     def _handle_replies(self) -> None:
         while self.dealer.poll(0):
             self._handle_reply(self.dealer.recv_multipart(copy=False))
 
+    def _learner_gone(self) -> bool:
+        """True (and stopping) once the learner has been silent for learner_timeout_s."""
+        timeout = self.cfg.actor.learner_timeout_s
+        if timeout and time.monotonic() - self.last_heard > timeout and not self.stopping:
+            log.error("actor %d: no word from the learner for %.0fs, stopping", self.actor_id, timeout)
+            self.stopping = True
+        return self.stopping
+
     def _handle_reply(self, frames) -> None:
+        self.last_heard = time.monotonic()
         if wire.is_weights(frames):
             return self._load_weights(frames)
         kind, body = wire.decode_control(frames)
@@ -118,7 +129,7 @@ class Actor:
     def _wait_for_credit(self) -> None:
         """Explicit backpressure: a chunk leaves only with a credit from the learner."""
         start = time.monotonic()
-        while self.credits <= 0 and not self.stopping:
+        while self.credits <= 0 and not self._learner_gone():
             if self.dealer.poll(50):
                 self._handle_replies()
             self._take_weights()  # the newest weights are waiting too
@@ -176,6 +187,7 @@ class Actor:
                 self.dealer.send_multipart(wire.encode_control("heartbeat", {
                     "actor_id": self.actor_id, "counters": {"version": self.version, **self.counters}}))
             self._handle_replies()
+            self._learner_gone()
         if pending or episodes:  # nothing lost on a clean stop (the learner drains while stopping)
             self._flush(pending, episodes)
 

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None):
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             datefmt="%H:%M:%S")
+    logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines are colour-coded noise
     try:
         base, argv = _split_config_flag(argv)
     except ValueError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ class ActorConfig:
     """Records of rolling context per sub-env fed to the model when acting (transformer backbone)."""
     heartbeat_s: float = 1.0
     """Seconds between heartbeats to the learner."""
+    learner_timeout_s: float = 60.0
+    """An actor whose learner has not answered for this long stops (0 = wait forever)."""
     seed: int = 0
     """Base seed; actor k seeds its envs and sampling with seed + 1000 * k."""
 
@@ -180,8 +183,19 @@ class RunConfig:
 
 # --- JSON round trip ------------------------------------------------------------------
 
+def _json_safe(x):
+    """JSON has no inf/nan: write them as the strings "inf", "-inf", "nan" (from_dict reads them)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return repr(x)
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
 def to_dict(cfg) -> dict:
-    return dataclasses.asdict(cfg)
+    return _json_safe(dataclasses.asdict(cfg))
 
 
 def from_dict(cls, d: dict):
@@ -198,6 +212,8 @@ def from_dict(cls, d: dict):
             kw[k] = from_dict(t, v)
         elif isinstance(v, list):
             kw[k] = tuple(v)
+        elif t is float and isinstance(v, str):
+            kw[k] = float(v)  # "inf" / "nan", see _json_safe
         else:
             kw[k] = v
     return cls(**kw)

@@ -233,9 +233,10 @@ class Learner:
         while self.ingest.connected() and time.monotonic() < deadline:
             time.sleep(0.1)
         self.publish()
+        self.save()  # first, so a kill during the final evaluation still leaves a checkpoint
         if self.solved_at is None:  # a solving evaluation is already the final one
             self._evaluate()
-        self.save()
+            self.save()
         if self.cfg.learner.save_replay:
             self.replay.save(self.replay_dir)
         summary = {
