@@ -26,6 +26,14 @@ from mouse.transport import actor_sockets, drain_latest
 log = logging.getLogger("mouse.actor")
 
 
+def _send_control(dealer: zmq.Socket, kind: str, body: dict) -> None:
+    """Never blocks: with no live connection to the learner the message is dropped."""
+    try:
+        dealer.send_multipart(wire.encode_control(kind, body), zmq.NOBLOCK)
+    except zmq.Again:
+        pass
+
+
 def connect(learner: str, actor_id: int = -1, stop=lambda: False):
     """Say hello until the learner answers (it may start later than the actor).
 
@@ -40,7 +48,7 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False):
     hello = {"actor_id": actor_id, "pid": os.getpid(), "host": socket.gethostname()}
     waited, cfg, weights, credits = 0.0, None, None, 0
     while not stop():
-        dealer.send_multipart(wire.encode_control("hello", hello))
+        _send_control(dealer, "hello", hello)
         while dealer.poll(2000):
             frames = dealer.recv_multipart(copy=False)
             if wire.is_weights(frames):
@@ -85,6 +93,7 @@ class Actor:
             self._load_weights(weights)
         self.credits = credits  # record chunks we may still send before the learner acks
         self.last_heard = time.monotonic()  # any reply or weights from the learner
+        self.next_beat = 0.0
         self.stopping = False
         self.counters = {"env_steps": 0, "chunks_sent": 0, "send_blocked_s": 0.0, "episodes": 0}
 
@@ -106,6 +115,13 @@ class Actor:
         while self.dealer.poll(0):
             self._handle_reply(self.dealer.recv_multipart(copy=False))
 
+    def _heartbeat(self) -> None:
+        if time.monotonic() < self.next_beat:
+            return
+        self.next_beat = time.monotonic() + self.cfg.actor.heartbeat_s
+        _send_control(self.dealer, "heartbeat",
+                      {"actor_id": self.actor_id, "counters": {"version": self.version, **self.counters}})
+
     def _learner_gone(self) -> bool:
         """True (and stopping) once the learner has been silent for learner_timeout_s."""
         timeout = self.cfg.actor.learner_timeout_s
@@ -121,7 +137,7 @@ class Actor:
         kind, body = wire.decode_control(frames)
         if kind == "ack":
             self.credits += body["credits"]
-        elif kind == "stop":
+        elif kind == "stop" and not self.stopping:
             log.info("actor %d: the learner asked to stop", self.actor_id)
             self.stopping = True
 
@@ -133,6 +149,7 @@ class Actor:
             if self.dealer.poll(50):
                 self._handle_replies()
             self._take_weights()  # the newest weights are waiting too
+            self._heartbeat()  # the learner must keep hearing from a throttled actor
         self.counters["send_blocked_s"] += time.monotonic() - start
 
     def _send(self, frames, flush_s: float = 2.0) -> bool:
@@ -151,7 +168,7 @@ class Actor:
         """Act until stopped (or for ``max_steps`` vector steps); returns the counters."""
         try:
             self._loop(max_steps)
-            self.dealer.send_multipart(wire.encode_control("bye", {"actor_id": self.actor_id}), zmq.NOBLOCK)
+            _send_control(self.dealer, "bye", {"actor_id": self.actor_id})
         finally:
             for s in (self.push, self.dealer, self.sub):
                 s.close(0)
@@ -164,7 +181,7 @@ class Actor:
         rec = self.recorder.reset(obs, self.version)
         pending, episodes = [rec], []
         ep_return, ep_len = torch.zeros(n), torch.zeros(n, dtype=torch.int64)
-        next_beat, steps = 0.0, 0
+        steps = 0
         while not self.stopping and (max_steps <= 0 or steps < max_steps):
             self._take_weights()
             action = self.policy.act(rec)
@@ -182,10 +199,7 @@ class Actor:
             if len(pending) >= self.cfg.actor.chunk_steps:
                 self._flush(pending, episodes)
                 pending, episodes = [], []
-            if time.monotonic() >= next_beat:
-                next_beat = time.monotonic() + self.cfg.actor.heartbeat_s
-                self.dealer.send_multipart(wire.encode_control("heartbeat", {
-                    "actor_id": self.actor_id, "counters": {"version": self.version, **self.counters}}))
+            self._heartbeat()
             self._handle_replies()
             self._learner_gone()
         if pending or episodes:  # nothing lost on a clean stop (the learner drains while stopping)

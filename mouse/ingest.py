@@ -115,9 +115,15 @@ class IngestServer(threading.Thread):
         td, actor_id = msg.records, msg.body["actor_id"]
         try:
             n = self.insert(td)
-        except ValueError as e:  # the buffer refused it; nothing was written
+        except ValueError as e:  # the buffer refused it; nothing was written, nothing is booked
             self._reject("replay_rejected", str(e))
-            n = 0
+            with self.lock:
+                st = self.actors.get(actor_id)
+                if st is not None:  # a known actor's chunk is out of flight: its credit comes back
+                    st.owed += 1
+            if st is not None:
+                self._pay_owed(st)
+            return
         lag = self.current_version() - td["policy_version"]
         with self.lock:
             self.steps += n

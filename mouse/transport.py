@@ -69,6 +69,9 @@ def actor_sockets(ctx: zmq.Context, address: str, send_hwm: int = ACTOR_SNDHWM):
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, send_hwm)
     dealer = ctx.socket(zmq.DEALER)
+    # queue control messages only on a live connection: hellos and heartbeats sent while the
+    # learner is down are dropped (the actor retries) instead of piling up for its return
+    dealer.setsockopt(zmq.IMMEDIATE, 1)
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, WEIGHTS_HWM)
     sub.setsockopt(zmq.SUBSCRIBE, b"")

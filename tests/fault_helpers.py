@@ -71,8 +71,8 @@ class Proc:
         return self.err_path.read_text(errors="replace")
 
     def logs(self, tail: int = 3000) -> str:
-        return (f"--- {self.name} (pid {self.pid}, exit {self.popen.poll()}) stdout ---\n{self.out()[-tail:]}\n"
-                f"--- {self.name} stderr ---\n{self.err()[-tail:]}")
+        head = f"--- {self.name} (pid {self.pid}, exit {self.popen.poll()})"
+        return f"{head} stdout ---\n{self.out()[-tail:]}\n{head} stderr ---\n{self.err()[-tail:]}"
 
     def wait(self, timeout: float) -> int:
         """The exit code; on timeout the test fails with the logs (cleanup kills the process)."""
@@ -80,6 +80,13 @@ class Proc:
             return self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             raise AssertionError(f"{self.name} still running after {timeout}s\n{self.logs()}") from None
+
+    def exit_code(self, timeout: float) -> int | None:
+        """The exit code, or None if still running after ``timeout`` seconds."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
 
     def kill_group(self) -> None:
         """SIGKILL this process's group (it and every child it started), then reap it."""
