@@ -10,6 +10,7 @@ import torch
 from mouse.components import build_model
 from mouse.config import RunConfig, from_dict
 from mouse.envs import describe_env
+from tests.run_helpers import small_run_flags
 from tests.wandb_files import history
 
 NUM_ENVS = 3
@@ -21,18 +22,7 @@ def run_mouse(run_dir, *flags, timeout=300):
         "--run-dir", str(run_dir),
         "--learner.port", "0",  # three free ports
         "--num-actors", "2",
-        "--env.num-envs", str(NUM_ENVS),
-        "--actor.chunk-steps", "8",
-        "--learner.warmup-steps", "300",
-        "--learner.replay-ratio", "0.05",
-        "--learner.publish-every", "2",
-        "--learner.log-every-s", "1",
-        "--train.batch-size", "8",
-        "--train.seq-len", "4",
-        "--model.hidden-dim", "32",
-        "--eval.every-s", "0",
-        "--eval.episodes", "3",
-        "--wandb.mode", "offline",
+        *small_run_flags(NUM_ENVS, wandb="offline"),
         *flags,
     ]
     env = {**os.environ, "WANDB_SILENT": "true"}

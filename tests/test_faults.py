@@ -20,7 +20,7 @@ from mouse.components import build_model, make_replay
 from mouse.config import EnvConfig, RunConfig, from_dict, load_config
 from mouse.envs import describe_env
 from mouse.transport import endpoints, free_port_base
-from tests.fault_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, read_summary,
+from tests.run_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, read_summary,
                                  stream_records, updates_printed, wait_for)
 
 START_S = 120  # generous: another job may be using both cores while torch imports

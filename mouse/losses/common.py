@@ -52,6 +52,18 @@ def check_shape(x: Tensor, expected: Sequence[int], name: str, who: str, dims: s
         )
 
 
+def q_star_target(step_stream, head: Tensor, head_name: str, who: str) -> Tensor:
+    """The batch's ``q_star`` [B, S, A], checked against the head output it supervises."""
+    B, S = window_shape(step_stream, who)
+    require_keys(step_stream, ["q_star"], who, "step_stream",
+                 f"{who} needs q_star annotations: enable q_star on the actors (envs with a known model)")
+    q_star = step_stream["q_star"]
+    if q_star.dim() != 3:
+        raise ValueError(f"{who}: step_stream['q_star'] must be [B, S, A], got {tuple(q_star.shape)}")
+    check_shape(head, (B, S, q_star.shape[-1]), head_name, who, "[B, S, A] (like q_star)")
+    return q_star
+
+
 def check_index(x: Tensor, name: str, who: str) -> None:
     if x.dtype != torch.int64:
         raise ValueError(f"{who}: {name} must be int64 action indices, got {x.dtype}")

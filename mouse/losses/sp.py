@@ -21,13 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mouse.losses.common import (
-    check_shape,
     masked_mean,
     metrics_dict,
     optional_action_mask,
-    require_keys,
+    q_star_target,
     step_mask,
-    window_shape,
 )
 
 WHO = "sp_loss"
@@ -112,14 +110,8 @@ def sp_loss(step_stream, logits: Tensor, cfg: SpLossConfig) -> tuple[Tensor, dic
     Loss: the per-row divergence, masked mean over real rows (valid and with at
     least one allowed action). Metric: sp_loss (the returned loss).
     """
-    B, S = window_shape(step_stream, WHO)
-    require_keys(step_stream, ["q_star"], WHO, "step_stream",
-                 "sp needs q_star annotations: enable q_star on the actors (envs with a known model)")
-    q_star = step_stream["q_star"]
-    if q_star.dim() != 3:
-        raise ValueError(f"{WHO}: step_stream['q_star'] must be [B, S, A], got {tuple(q_star.shape)}")
-    A = q_star.shape[-1]
-    check_shape(logits, (B, S, A), "logits (out['sp'])", WHO, "[B, S, A] (like q_star)")
+    q_star = q_star_target(step_stream, logits, "logits (out['sp'])", WHO)
+    B, S, A = q_star.shape
     allowed = torch.isfinite(q_star)  # [B, S, A]
     amask = optional_action_mask(step_stream, (B, S, A), WHO)
     if amask is not None:

@@ -13,13 +13,11 @@ import torch
 from torch import Tensor
 
 from mouse.losses.common import (
-    check_shape,
     masked_mean,
     metrics_dict,
     optional_action_mask,
-    require_keys,
+    q_star_target,
     step_mask,
-    window_shape,
 )
 
 WHO = "sv_loss"
@@ -45,14 +43,8 @@ def sv_loss(step_stream, values: Tensor, cfg: SvLossConfig) -> tuple[Tensor, dic
     The mean is over participating entries (finite q_star, valid step, allowed
     action). Metric: sv_loss (the returned loss).
     """
-    B, S = window_shape(step_stream, WHO)
-    require_keys(step_stream, ["q_star"], WHO, "step_stream",
-                 "sv needs q_star annotations: enable q_star on the actors (envs with a known model)")
-    q_star = step_stream["q_star"]
-    if q_star.dim() != 3:
-        raise ValueError(f"{WHO}: step_stream['q_star'] must be [B, S, A], got {tuple(q_star.shape)}")
-    A = q_star.shape[-1]
-    check_shape(values, (B, S, A), "values (out['sv'])", WHO, "[B, S, A] (like q_star)")
+    q_star = q_star_target(step_stream, values, "values (out['sv'])", WHO)
+    B, S, A = q_star.shape
     mask = torch.isfinite(q_star) & step_mask(step_stream)[..., None]  # [B, S, A]
     amask = optional_action_mask(step_stream, (B, S, A), WHO)
     if amask is not None:

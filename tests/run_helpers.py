@@ -1,4 +1,4 @@
-"""Real `mouse` processes for the fault tests: start, watch, signal and always clean up.
+"""Real `mouse` processes for the end-to-end and fault tests: start, watch, signal, clean up.
 
 Every process runs in its own session (process group), so a cleanup kills the
 whole tree it started (a `mouse run` learner and its actor children) by its id.
@@ -25,21 +25,25 @@ from mouse.records import RecordSpec
 REPO = Path(__file__).resolve().parents[1]
 NUM_ENVS = 2
 
-# a small, fast run (see tests/test_e2e.py); the budget flags are added per test
-SMALL = (
-    "--env.num-envs", str(NUM_ENVS),
-    "--actor.chunk-steps", "8",
-    "--learner.warmup-steps", "300",
-    "--learner.replay-ratio", "0.05",
-    "--learner.publish-every", "2",
-    "--learner.log-every-s", "1",
-    "--train.batch-size", "8",
-    "--train.seq-len", "4",
-    "--model.hidden-dim", "32",
-    "--eval.every-s", "0",
-    "--eval.episodes", "2",
-    "--wandb.mode", "disabled",
-)
+def small_run_flags(num_envs: int = 2, wandb: str = "disabled") -> tuple[str, ...]:
+    """Flags for a small, fast run (tiny model and batches); budgets are added per test."""
+    return (
+        "--env.num-envs", str(num_envs),
+        "--actor.chunk-steps", "8",
+        "--learner.warmup-steps", "300",
+        "--learner.replay-ratio", "0.05",
+        "--learner.publish-every", "2",
+        "--learner.log-every-s", "1",
+        "--train.batch-size", "8",
+        "--train.seq-len", "4",
+        "--model.hidden-dim", "32",
+        "--eval.every-s", "0",
+        "--eval.episodes", "2",
+        "--wandb.mode", wandb,
+    )
+
+
+SMALL = small_run_flags(NUM_ENVS)
 
 
 def mouse_env(log_level: str = "INFO") -> dict:
