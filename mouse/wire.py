@@ -153,8 +153,8 @@ def _finite_float(text: str) -> float:
     return x
 
 
-def _open(frames: Frames) -> tuple[str, dict, list[memoryview]]:
-    """Check frame 0 and parse its body; return (kind, body, byte views of all frames)."""
+def _open(frames: Frames) -> tuple[str, bytes, list[memoryview]]:
+    """Check frame 0's prefix and size; return (kind, body text, byte views of all frames)."""
     if not isinstance(frames, (list, tuple)):
         raise WireError("bad_header", f"expected a list of frames, got {type(frames).__name__}")
     if not frames:
@@ -172,14 +172,28 @@ def _open(frames: Frames) -> tuple[str, dict, list[memoryview]]:
         raise WireError("bad_kind", f"unknown kind code {code}")
     if head.nbytes > MAX_HEADER_BYTES:
         raise WireError("oversize", f"frame 0 has {head.nbytes} bytes > {MAX_HEADER_BYTES}")
+    text = bytes(head[_PREFIX.size:])
+    return kind, text, [head] + [_byte_view(f, i) for i, f in enumerate(frames[1:], start=1)]
+
+
+def _parse(kind: str, text: bytes) -> dict:
+    """The JSON object of frame 0's body."""
     try:
-        body = json.loads(str(head[_PREFIX.size:], "utf-8"),
-                          parse_constant=_reject_constant, parse_float=_finite_float)
+        body = json.loads(str(text, "utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as e:
         raise WireError("bad_header", f"{kind} body is not valid JSON: {e}") from None
     if not isinstance(body, dict):
         raise WireError("bad_header", f"{kind} body is a JSON {type(body).__name__}, not an object")
-    return kind, body, [head] + [_byte_view(f, i) for i, f in enumerate(frames[1:], start=1)]
+    return body
+
+
+def _open_kind(frames: Frames, allowed, what: str) -> tuple[str, bytes, list[memoryview]]:
+    """``_open``, then the kind; a malformed body is reported before a wrong kind."""
+    kind, text, views = _open(frames)
+    if kind not in allowed:
+        _parse(kind, text)
+        _expect_kind(kind, allowed, what)
+    return kind, text, views
 
 
 def _expect_kind(kind: str, allowed, what: str) -> None:
@@ -250,7 +264,7 @@ def _copy_tensor(view: memoryview, name: str, dtype: torch.dtype, shape: tuple[i
     array = np.frombuffer(view, dtype=np_dtype).copy()
     if dtype is torch.bool and array.view(np.uint8).max(initial=0) > 1:  # other bytes are not valid bools
         raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
-    return torch.from_numpy(array).reshape(shape)
+    return torch.from_numpy(array.reshape(shape))  # numpy's reshape: a third of torch's call overhead
 
 
 def _plain_tensor(name: str, x) -> torch.Tensor:
@@ -285,7 +299,10 @@ def _spec_fields(spec: RecordSpec) -> dict:
     return spec.fields()  # RecordSpec is frozen: its fields never change
 
 
-def _chunk(body: dict, views: list[memoryview], spec: RecordSpec, max_records: int):
+def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tuple[int, int, tuple]:
+    """(actor_id, n, fields as a tuple of [name, dtype, shape]) of a chunk header that matches
+    ``spec``, or WireError. Immutable: the result may be cached."""
+    body = _parse("chunk", text)
     _check_keys(body, {"actor_id", "n", "fields"}, "bad_header", "chunk header")
     actor_id, n = body["actor_id"], body["n"]
     if not (_is_int(actor_id) and actor_id >= 0):
@@ -305,9 +322,25 @@ def _chunk(body: dict, views: list[memoryview], spec: RecordSpec, max_records: i
             raise WireError("bad_dtype", f"{name}: {dtype}, expected {fields[name].dtype}")
         if shape != fields[name].shape:
             raise WireError("bad_shape", f"{name}: per-record shape {shape}, expected {fields[name].shape}")
+    return actor_id, n, tuple(entries)
+
+
+# An actor sends the same header bytes with every chunk (its id, chunk size and fields), and
+# parsing and checking them costs about as much as copying the records: valid headers are
+# remembered (errors are raised again, never cached). Only short ones, so memory stays bounded.
+_CACHED_HEADER_BYTES = 4096
+_cached_chunk_header = functools.lru_cache(maxsize=1024)(_parse_chunk_header)
+
+
+def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int):
+    parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
+    actor_id, n, entries = parse(text, spec, max_records)
     _check_frames(views, entries, (n,))
-    td = TensorDict({name: _copy_tensor(v, name, dtype, (n, *shape))
-                     for v, (name, dtype, shape) in zip(views[1:], entries)}, batch_size=[n])
+    records = {name: _copy_tensor(v, name, dtype, (n, *shape))
+               for v, (name, dtype, shape) in zip(views[1:], entries)}
+    # every tensor is a fresh [n, *shape] CPU tensor (frame lengths checked above): skip the
+    # constructor's per-field checks, which cost more than the copies
+    td = TensorDict._new_unsafe(records, batch_size=torch.Size([n]))
     try:
         validate_records(td, spec)
     except RecordError as e:
@@ -318,9 +351,8 @@ def _chunk(body: dict, views: list[memoryview], spec: RecordSpec, max_records: i
 def decode_chunk(frames: Frames, spec: RecordSpec, *,
                  max_records: int = DEFAULT_MAX_RECORDS) -> tuple[dict, TensorDict]:
     """({"actor_id", "n"}, validated TensorDict[n]) or WireError."""
-    kind, body, views = _open(frames)
-    _expect_kind(kind, ("chunk",), "decode_chunk")
-    return _chunk(body, views, spec, max_records)
+    _, text, views = _open_kind(frames, ("chunk",), "decode_chunk")
+    return _chunk(text, views, spec, max_records)
 
 
 # --- weights --------------------------------------------------------------------------------
@@ -350,9 +382,8 @@ def _weights(body: dict, views: list[memoryview]) -> tuple[int, dict[str, torch.
 
 def decode_weights(frames: Frames) -> tuple[int, dict[str, torch.Tensor]]:
     """(version, CPU state dict) or WireError."""
-    kind, body, views = _open(frames)
-    _expect_kind(kind, ("weights",), "decode_weights")
-    return _weights(body, views)
+    kind, text, views = _open_kind(frames, ("weights",), "decode_weights")
+    return _weights(_parse(kind, text), views)
 
 
 # --- control --------------------------------------------------------------------------------
@@ -418,9 +449,8 @@ def _control(kind: str, body: dict, views: list[memoryview]) -> dict:
 
 def decode_control(frames: Frames) -> tuple[str, dict]:
     """(kind, body) of a control message or WireError."""
-    kind, body, views = _open(frames)
-    _expect_kind(kind, CONTROL_SCHEMAS, "decode_control")
-    return kind, _control(kind, body, views)
+    kind, text, views = _open_kind(frames, CONTROL_SCHEMAS, "decode_control")
+    return kind, _control(kind, _parse(kind, text), views)
 
 
 # --- any message ----------------------------------------------------------------------------
@@ -442,11 +472,13 @@ def is_weights(frames: Frames) -> bool:
 def decode(frames: Frames, spec: RecordSpec | None = None, *,
            max_records: int = DEFAULT_MAX_RECORDS) -> Message:
     """Decode and validate any message; chunks are accepted only when ``spec`` is given."""
-    kind, body, views = _open(frames)
-    if kind == "chunk":
-        _expect_kind(kind, () if spec is None else ("chunk",), "a decoder without a RecordSpec")
-        header, td = _chunk(body, views, spec, max_records)
+    kind, text, views = _open(frames)
+    if kind == "chunk" and spec is not None:
+        header, td = _chunk(text, views, spec, max_records)
         return Message(kind, header, records=td)
+    body = _parse(kind, text)
+    if kind == "chunk":
+        _expect_kind(kind, (), "a decoder without a RecordSpec")
     if kind == "weights":
         version, tensors = _weights(body, views)
         return Message(kind, {"version": version}, tensors=tensors)

@@ -9,6 +9,8 @@ from mouse.records import (
     RecordError,
     RecordSpec,
     StreamRecorder,
+    continuity_problems,
+    record_problems,
     record_spec_for_env,
     validate_records,
 )
@@ -47,6 +49,9 @@ def test_valid_records_pass_unchanged():
         (lambda td: td["done"].__setitem__(0, 1), "time 0"),
         (lambda td: td["action"].__setitem__(0, 1), "must be 0 at the first step"),
         (lambda td: td["action"].__setitem__(2, 5), "action: outside"),
+        (lambda td: td["action"].__setitem__(2, -1), r"action: outside \[0, 2\)"),
+        (lambda td: td["done"].__setitem__(2, -1), r"done: values \[-1, 0, 1\] outside \{0, 1, 2\}"),
+        (lambda td: td["time"].__setitem__(3, -1), "time: negative step index"),
     ],
 )
 def test_bad_records_name_the_problem(mutate, message):
@@ -134,3 +139,36 @@ def test_recorder_attaches_q_star_and_mask():
     assert td["action_mask"].tolist() == [[True, True, True, False]] * 2
     with pytest.raises(ValueError, match="q_star_table"):
         StreamRecorder(spec, [0])
+
+
+def test_problem_messages_are_exact():
+    """The learner logs these strings: they stay the same whatever the checks' implementation."""
+    td = episode_records()
+    td["done"][1], td["action"][3] = 7, 2
+    td["obs_continuous"][0, 0] = float("nan")
+    td.del_("policy_version")
+    assert record_problems(td, SPEC) == [
+        "obs_continuous: contains NaN or inf",
+        "policy_version: missing (dtype torch.int64, per-step shape ())",
+    ]
+    td["obs_continuous"][0, 0] = 0.0
+    td["policy_version"] = torch.zeros(5, dtype=torch.int64)
+    assert record_problems(td, SPEC) == [
+        "done: values [0, 1, 7] outside {0, 1, 2}",
+        "action: outside [0, 2)",
+    ]
+
+
+@pytest.mark.parametrize("interleave", [False, True], ids=["grouped", "interleaved"])
+def test_continuity_messages_name_each_stream_first_break(interleave):
+    a, b = episode_records(6, stream=0), episode_records(6, stream=3, done_last=2)
+    a["time"][4:] += 1  # stream 0: 0 1 2 3 5 6
+    b["time"][2] = 0  # stream 3: 0 1 0 3 4 5 (a restart without a done, then a jump)
+    td = torch.stack([a, b], 1).reshape(-1) if interleave else torch.cat([a, b])
+    assert continuity_problems(td) == [
+        "stream 0: time 5 follows time 3 with done 0 (expected 4): steps are not consecutive",
+        "stream 3: time 0 follows time 1 with done 0 (expected 2): steps are not consecutive",
+    ]
+    assert continuity_problems(torch.cat([b[:2], a[:3], b[3:]])) == [  # stream 3 out of order
+        "stream 3: time 3 follows time 1 with done 0 (expected 2): steps are not consecutive",
+    ]

@@ -330,6 +330,22 @@ def test_oversize_records():
     assert e.value.reason == "oversize"
 
 
+def test_repeated_headers_decode_like_new_ones():
+    """Valid chunk headers are remembered (an actor sends the same one every time): no answer changes."""
+    frames = good_frames()
+    header, a = wire.decode_chunk(frames, SPEC)
+    header["n"] = 0  # the caller's header dict is its own
+    header, b = wire.decode_chunk(frames, SPEC)
+    assert header == {"actor_id": 1, "n": 18}
+    a["reward"].add_(1.0)  # and so is every decoded tensor
+    assert not torch.equal(a["reward"], b["reward"])
+    with pytest.raises(WireError) as e:
+        wire.decode_chunk(frames, make_spec("discrete"))  # same header bytes, another spec
+    assert e.value.reason == "bad_fields"
+    padded = [frames[0] + b" " * 5000, *frames[1:]]  # too long to be remembered: decoded each time
+    assert_same(wire.decode_chunk(padded, SPEC)[1], b)
+
+
 def test_chunk_needs_a_spec_and_rejects_nonsense_frames():
     with pytest.raises(WireError, match="bad_kind"):
         wire.decode(good_frames())  # no RecordSpec: chunks are not accepted (e.g. on actors)

@@ -34,6 +34,7 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer, RoundRobinWriter
@@ -52,11 +53,20 @@ def _gather(x: torch.Tensor, index: torch.Tensor, B: int, S: int, pin_memory: bo
     return out.view(B, S, *x.shape[1:])  # [B, S, ...]
 
 
-def _consecutive(chunk: TensorDict) -> bool:
+def _plain(x: torch.Tensor) -> torch.Tensor:
+    return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
+
+
+def _bookkeeping(chunk: TensorDict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """stream_id, time, done as numpy views: the ingest checks are a few small reductions,
+    and each costs several times less in numpy than in torch (fixed per-call overhead)."""
+    return tuple(chunk.get(k).numpy(force=True) for k in _BOOKKEEPING)  # force: detach, cpu
+
+
+def _consecutive(sid: np.ndarray, time: np.ndarray, done: np.ndarray) -> bool:
     """Each stream's records in a stream-grouped chunk are consecutive steps."""
-    sid, time, done = (chunk.get(k) for k in _BOOKKEEPING)
-    expected = torch.where(done[:-1] != ALIVE, torch.zeros_like(time[:-1]), time[:-1] + 1)
-    return not bool(((sid[1:] == sid[:-1]) & (time[1:] != expected)).any())
+    expected = np.where(done[:-1] != ALIVE, 0, time[:-1] + 1)
+    return not ((sid[1:] == sid[:-1]) & (time[1:] != expected)).any()
 
 
 class FifoSliceWriter(RoundRobinWriter):
@@ -65,8 +75,10 @@ class FifoSliceWriter(RoundRobinWriter):
     Same cursor, indices and FIFO order; ``copy_`` into slices instead of
     ``index_put_`` with an index tensor, which is several times slower on CPU.
     Once the storage exists, each field is copied straight into the storage's own
-    tensor: ``TensorStorage.set`` costs ~10x more than the copies themselves on a
-    chunk of a few hundred records (TensorDict indexing, ``to``, per-key dispatch).
+    tensor, with the length/cursor bookkeeping ``TensorStorage.set`` would do: on a
+    chunk of a few hundred records ``set`` costs ~3x more (TensorDict indexing, ``to``,
+    per-key dispatch) than these copies. The first write still goes through ``set``,
+    which allocates the storage from it.
     """
 
     def extend(self, data) -> torch.Tensor:
@@ -83,27 +95,34 @@ class FifoSliceWriter(RoundRobinWriter):
                 self._storage.set(rows, data[part])
         else:
             for dst, src in pairs:
+                if head == n:  # the usual case: no wrap, so no need to slice the chunk
+                    dst[cur:cur + n].copy_(src)
+                    continue
                 for rows, part in parts:
                     dst[rows].copy_(src[part])
             self._wrote(parts[-1][0], n)
         self._cursor = (cur + n) % cap
         self._write_count += n
-        index = torch.arange(cur, cur + n) % cap
+        index = torch.arange(cur, cur + n)
+        if head < n:
+            index %= cap
         self._mark_update_entities(index)
         return index
 
     def _field_pairs(self, data) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """(storage tensor, chunk tensor) per field; None unless the storage holds exactly its fields."""
+        """(storage tensor, chunk tensor) per field; None unless both hold exactly the same plain
+        tensor fields (then ``TensorStorage.set`` decides: it allocates, handles nesting, raises)."""
         store = getattr(self._storage, "_storage", None)
         if not (self._storage.initialized and isinstance(store, TensorDictBase)
                 and type(data) is TensorDict and data.batch_dims == 1):
             return None
-        dst = dict(store.items(include_nested=True, leaves_only=True))
-        src = dict(data.items(include_nested=True, leaves_only=True))
-        if dst.keys() != src.keys():
-            return None  # TensorStorage.set decides (it raises on a missing field)
-        # a MemoryMappedTensor is a tensor subclass: plain views slice ~5x faster, same memory
-        return [(dst[k].as_subclass(torch.Tensor), src[k]) for k in dst]
+        dst, src = dict(store.items()), dict(data.items())
+        if dst.keys() != src.keys() or not all(isinstance(x, torch.Tensor)
+                                               for x in (*dst.values(), *src.values())):
+            return None
+        # a MemoryMappedTensor (memmap storage) is a tensor subclass: plain views of the same
+        # memory slice several times faster
+        return [(_plain(dst[k]), src[k]) for k in dst]
 
     def _wrote(self, last_rows: slice, n: int) -> None:
         """The bookkeeping ``TensorStorage.set`` does around a write: last cursor, length, revision."""
@@ -177,12 +196,13 @@ class StreamReplay:
             return 0
         if n > self.cfg.capacity:
             raise ValueError(f"chunk of {n} steps is larger than the replay capacity {self.cfg.capacity}")
-        sid = chunk.get("stream_id")
-        if n > 1 and not bool((sid[1:] >= sid[:-1]).all()):
+        sid, time, done = _bookkeeping(chunk)
+        if n > 1 and (sid[1:] < sid[:-1]).any():
             # a stream's records become consecutive storage rows: windows read contiguous memory
-            order = torch.sort(sid, stable=True).indices
+            order = torch.from_numpy(np.argsort(sid, kind="stable"))
             chunk = chunk.apply(lambda x: x.index_select(0, order))
-        if not _consecutive(chunk):  # vectorised; the per-stream report only when it fails
+            sid, time, done = _bookkeeping(chunk)
+        if not _consecutive(sid, time, done):  # vectorised; the per-stream report only when it fails
             raise RecordError(continuity_problems(chunk))
         with self._lock:
             self.buffer.extend(chunk)

@@ -38,6 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchrl.data.replay_buffers.samplers import Sampler
 
@@ -62,6 +63,22 @@ def _slices(start: int, n: int, capacity: int) -> list[slice]:
     return [slice(start, start + head)] + ([slice(0, n - head)] if head < n else [])
 
 
+def _circular(column: np.ndarray, start: int, n: int) -> np.ndarray:
+    """``column`` at slots start, start+1, ... (n of them, mod its length): a view unless it wraps."""
+    if start + n <= len(column):
+        return column[start:start + n]
+    return np.concatenate([column[sl] for sl in _slices(start, n, len(column))])
+
+
+def _put(column: np.ndarray, start: int, values: np.ndarray) -> None:
+    """Write ``values`` into ``column`` at slots start, start+1, ... (mod its length)."""
+    done = 0
+    for sl in _slices(start, len(values), len(column)):
+        m = sl.stop - sl.start
+        column[sl] = values[done:done + m]
+        done += m
+
+
 class StreamWindowSampler(Sampler):
     """Samples windows of ``seq_len`` consecutive records of one stream, uniformly."""
 
@@ -75,8 +92,7 @@ class StreamWindowSampler(Sampler):
 
     def _empty(self):
         C = self.capacity
-        self._valid = torch.zeros(C, dtype=torch.bool)
-        self._next = torch.full((C,), -1, dtype=torch.int32)
+        self._set_index(torch.zeros(C, dtype=torch.bool), torch.full((C,), -1, dtype=torch.int32))
         self._n_valid = 0
         self._written = 0
         self._pruned_at = 0
@@ -84,37 +100,55 @@ class StreamWindowSampler(Sampler):
 
     # ---------------------------------------------------------------- writes
 
+    def _set_index(self, valid: torch.Tensor, nxt: torch.Tensor) -> None:
+        """Install the per-slot index. Writes go through numpy views of the same memory: a
+        chunk's index update is a dozen small ops, and each numpy op costs a fraction of the
+        torch one (torch's fixed per-call overhead; index_put is slow on CPU)."""
+        self._valid, self._next = valid, nxt
+        self._valid_np, self._next_np = valid.numpy(), nxt.numpy()
+
+    def _rows(self, key: str, slot: int, n: int) -> np.ndarray:
+        """Field ``key`` of the n rows just written from ``slot`` on: FIFO writes are one or two
+        contiguous slices, so read them as numpy views of the storage's own tensor (a copy only
+        on wrap-around) rather than index the whole storage TensorDict and ``index_select``."""
+        column = self._store._storage.get(key)  # TensorStorage's TensorDict of [capacity, ...] tensors
+        if type(column) is not torch.Tensor:  # MemoryMappedTensor (memmap storage): same memory
+            column = column.as_subclass(torch.Tensor)
+        return _circular(column.numpy(), slot, n)  # views, no copy
+
     def extend(self, index: torch.Tensor) -> None:
-        index = torch.as_tensor(index).reshape(-1).cpu()
-        n, C, g0 = index.numel(), self.capacity, self._written
+        index = torch.as_tensor(index).numpy(force=True).reshape(-1)
+        n, C, g0 = len(index), self.capacity, self._written
         if n == 0:
             return
         if n > C:
             raise ValueError(f"cannot write {n} rows at once into a buffer of capacity {C}")
-        if int(index[0]) != g0 % C or int(index[-1]) != (g0 + n - 1) % C:
+        slot = g0 % C
+        if index[0] != slot or index[-1] != (g0 + n - 1) % C:
             raise RuntimeError("StreamWindowSampler needs FIFO writes (a RoundRobinWriter): "
-                               f"expected slots {g0 % C}.., got {index[:4].tolist()}..")
-        rows = self._store[:]
-        sid, time, done = (rows.get(k).index_select(0, index) for k in ("stream_id", "time", "done"))
+                               f"expected slots {slot}.., got {index[:4].tolist()}..")
+        sid, time, done = (self._rows(k, slot, n) for k in ("stream_id", "time", "done"))  # [n] each
         # the overwritten slots held the oldest rows: only their own windows and links go
-        for sl in _slices(g0 % C, n, C):
-            self._n_valid -= int(self._valid[sl].sum())
-            self._valid[sl] = False
-            self._next[sl] = -1
+        # (the writes of next and valid below replace them whole)
+        self._n_valid -= sum(int(np.count_nonzero(self._valid_np[sl])) for sl in _slices(slot, n, C))
         self._written = g0 + n
+        # row j+1 continues row j: same stream, next step (time 0 after a finished episode);
+        # whether the last row continues is up to the next write
+        expected = np.where(done[:-1] != ALIVE, 0, time[:-1] + 1)
+        cont = np.zeros(n, dtype=bool)
+        cont[:-1] = (sid[1:] == sid[:-1]) & (time[1:] == expected)
+        rows = np.arange(n)
+        _put(self._next_np, slot, np.where(cont, (rows + slot + 1) % C, -1))
         # pieces: maximal runs of consecutive steps of one stream, in write order
-        expected = torch.where(done[:-1] != ALIVE, torch.zeros_like(time[:-1]), time[:-1] + 1)
-        cont = (sid[1:] == sid[:-1]) & (time[1:] == expected)  # row j+1 continues row j
-        self._next[index[:-1][cont]] = index[1:][cont].to(torch.int32)
-        first = torch.ones(n, dtype=torch.bool)
-        first[1:] = ~cont
-        starts = first.nonzero().squeeze(1)
-        ends = torch.cat([starts[1:], torch.tensor([n])])  # exclusive
+        first = np.ones(n, dtype=bool)
+        first[1:] = ~cont[:-1]
+        starts = np.flatnonzero(first)
+        ends = np.empty_like(starts)  # exclusive
+        ends[:-1], ends[-1] = starts[1:], n
         lengths = ends - starts
-        successors = ends[first.cumsum(0) - 1] - 1 - torch.arange(n)  # inside the row's piece
-        starts_here = successors >= self.seq_len - 1
-        self._valid[index[starts_here]] = True
-        self._n_valid += int(starts_here.sum())
+        starts_here = np.repeat(ends, lengths) - rows > self.seq_len - 1  # S-1 successors in its piece
+        _put(self._valid_np, slot, starts_here)
+        self._n_valid += int(np.count_nonzero(starts_here))
         self._join(g0, starts.tolist(), lengths.tolist(), sid[starts].tolist(), time[starts].tolist(),
                    time[ends - 1].tolist(), done[ends - 1].tolist())
         if self._written - self._pruned_at >= C:  # forget streams whose records are all gone
@@ -134,18 +168,20 @@ class StreamWindowSampler(Sampler):
                     and t0 == (0 if st.last_done != ALIVE else st.last_time + 1)):
                 link_src.append(st.last_g % C)
                 link_dst.append(g_first % C)
-                tail = [g for g in st.tail if g >= oldest]
+                tail = st.tail
+                if tail and tail[0] < oldest:  # ascending: filter only when some are gone
+                    tail = [g for g in tail if g >= oldest]
                 # chain = tail + piece; its first len(chain) - S1 entries have S1 successors
                 newly_valid.extend(tail[: max(0, len(tail) + m - S1)])
-            if S1:
-                tail = (tail + list(range(max(g_first, g_last - S1 + 1), g_last + 1)))[-S1:]
+            if m >= S1:  # the piece alone holds the segment's last S1 rows
+                tail = list(range(g_last - S1 + 1, g_last + 1))
             else:
-                tail = []
+                tail = (tail + list(range(g_first, g_last + 1)))[-S1:]
             self._streams[s] = _Stream(t_last, d_last, g_last, tail)
         if link_src:
-            self._next[torch.tensor(link_src)] = torch.tensor(link_dst, dtype=torch.int32)
+            self._next_np[link_src] = link_dst
         if newly_valid:
-            self._valid[torch.tensor(newly_valid) % C] = True
+            self._valid_np[np.array(newly_valid) % C] = True
             self._n_valid += len(newly_valid)
 
     def add(self, index) -> None:
@@ -216,7 +252,8 @@ class StreamWindowSampler(Sampler):
             nxt = self._next[cur].long()
             ok &= nxt >= 0
             cur = nxt.clamp_min(0)
-        self._valid, self._n_valid = ok, int(ok.sum())
+        self._set_index(ok, self._next)
+        self._n_valid = int(ok.sum())
         linked = (self._next >= 0).nonzero().squeeze(1)
         prev = torch.full((C,), -1, dtype=torch.int32)
         prev[self._next[linked].long()] = linked.to(torch.int32)
@@ -250,8 +287,7 @@ class StreamWindowSampler(Sampler):
                              f"this buffer has {self.capacity}")
         self.seq_len = int(state_dict["seq_len"])
         self._written = self._pruned_at = int(state_dict["written"])
-        self._valid = state_dict["valid"].clone().to(torch.bool)
-        self._next = state_dict["next"].clone().to(torch.int32)
+        self._set_index(state_dict["valid"].clone().to(torch.bool), state_dict["next"].clone().to(torch.int32))
         self._n_valid = int(self._valid.sum())
         self._streams = {int(s): _Stream(int(t), int(d), int(g), [int(x) for x in tail])
                          for s, t, d, g, tail in state_dict["streams"]}
