@@ -174,7 +174,7 @@ def main():
           f"{train_threads} for training; buffer {args.size:,} steps, {args.streams} streams, "
           f"B={args.batch}, S={args.seq}")
 
-    replay = make_replay_buffer(ReplayConfig(capacity=args.size, seq_len=args.seq), SPEC)
+    replay = make_replay_buffer(ReplayConfig(capacity=args.size), SPEC, seq_len=args.seq)
     actor = VecActor(args.streams)
     t0 = time.perf_counter()
     while len(replay) < args.size:

@@ -28,7 +28,7 @@ def build_model(cfg: RunConfig, info: EnvInfo) -> MouseModel:
 
 def make_replay(cfg: RunConfig, spec):
     """The replay buffer and its insert function for chunks from ``wire.decode`` (validated there)."""
-    rb = make_replay_buffer(cfg.replay, spec)
+    rb = make_replay_buffer(cfg.replay, spec, seq_len=cfg.train.seq_len)
     return rb, partial(rb.ingest, checked=True)
 
 

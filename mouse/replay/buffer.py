@@ -132,13 +132,17 @@ class FifoSliceWriter(RoundRobinWriter):
         storage._bump_mutation_revision()
 
 
-def make_replay_buffer(cfg: ReplayConfig, spec: RecordSpec | None = None) -> "StreamReplay":
-    """TorchRL storage (tensor or memmap) + FIFO writer + StreamWindowSampler."""
+def make_replay_buffer(cfg: ReplayConfig, spec: RecordSpec | None = None, seq_len: int = 16) -> "StreamReplay":
+    """TorchRL storage (tensor or memmap) + FIFO writer + StreamWindowSampler.
+
+    ``seq_len`` is the window length S indexed as records arrive (the learner's
+    ``train.seq_len``); sampling another S re-indexes once, in O(S x capacity).
+    """
     if cfg.storage == "memmap":
         storage = LazyMemmapStorage(cfg.capacity, scratch_dir=cfg.scratch_dir, existsok=True)
     else:
         storage = LazyTensorStorage(cfg.capacity)
-    sampler = StreamWindowSampler(storage, cfg.seq_len)
+    sampler = StreamWindowSampler(storage, seq_len)
     generator = torch.Generator().manual_seed(cfg.seed)
     buffer = ReplayBuffer(storage=storage, sampler=sampler, writer=FifoSliceWriter(), generator=generator)
     return StreamReplay(buffer, cfg, spec, generator)

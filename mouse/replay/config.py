@@ -14,8 +14,6 @@ class ReplayConfig:
     """tensor: TorchRL LazyTensorStorage in RAM; memmap: LazyMemmapStorage files (large or persistent buffers)."""
     scratch_dir: str | None = None
     """Directory of the memmap files (storage "memmap" only); None: a temporary directory removed at exit."""
-    seq_len: int = 16
-    """Window length S indexed from the start; sampling another S re-indexes once (O(S x capacity))."""
     seed: int = 0
     """Seed of the generator that draws windows."""
 
@@ -26,5 +24,3 @@ class ReplayConfig:
             raise ValueError(f"replay storage must be 'tensor' or 'memmap', got {self.storage!r}")
         if self.scratch_dir is not None and self.storage != "memmap":
             raise ValueError("replay scratch_dir only applies to storage='memmap'")
-        if self.seq_len < 1:
-            raise ValueError(f"replay seq_len must be >= 1, got {self.seq_len}")

@@ -14,7 +14,7 @@ from .fakes import CARTPOLE, FakeActor, window_problems
 
 
 def filled(capacity=500, steps=20, streams=4, seq_len=8):
-    replay = make_replay_buffer(ReplayConfig(capacity=capacity, seq_len=seq_len), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=capacity), CARTPOLE, seq_len=seq_len)
     replay.ingest(FakeActor(range(streams), episode_len=5).records(steps))
     return replay
 
@@ -42,7 +42,7 @@ def test_a_seq_len_other_than_the_configured_one_reindexes():
 
 
 def test_waits_for_data_then_delivers():
-    replay = make_replay_buffer(ReplayConfig(capacity=500, seq_len=8), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=500), CARTPOLE, seq_len=8)
     with PrefetchBatchifier(replay, batch_size=4, seq_len=8, num_workers=2, device="cpu") as batches:
         with pytest.raises(TimeoutError, match="0 steps stored"):
             batches.get(timeout=0.2)
@@ -53,7 +53,7 @@ def test_waits_for_data_then_delivers():
 
 
 def test_close_stops_a_consumer_waiting_for_data():
-    replay = make_replay_buffer(ReplayConfig(capacity=100, seq_len=8), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=100), CARTPOLE, seq_len=8)
     batches = PrefetchBatchifier(replay, batch_size=4, seq_len=8, num_workers=2, device="cpu")
     outcome = []
 
@@ -107,7 +107,7 @@ def test_a_worker_exception_reaches_the_consumer():
 def test_concurrent_ingest_and_sampling_give_no_corrupt_window():
     """An actor thread writes with gaps and restarts through many wrap-arounds while two
     workers sample; every window must still be S consecutive records of one stream."""
-    replay = make_replay_buffer(ReplayConfig(capacity=3_000, seq_len=8), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=3_000), CARTPOLE, seq_len=8)
     actor = FakeActor(range(16), episode_len=7)
     replay.ingest(actor.records(16))
     stop, errors, written = threading.Event(), [], [0]

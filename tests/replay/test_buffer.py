@@ -57,7 +57,7 @@ BAD_CHUNKS = [
 
 @pytest.mark.parametrize("name,corrupt,message", BAD_CHUNKS, ids=[c[0] for c in BAD_CHUNKS])
 def test_bad_chunks_are_rejected_and_nothing_is_written(name, corrupt, message):
-    replay = make_replay_buffer(ReplayConfig(capacity=50, seq_len=3), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=50), CARTPOLE, seq_len=3)
     actor = FakeActor([0, 1], episode_len=3)
     replay.ingest(actor.records(10))
     before = snapshot(replay)
@@ -67,14 +67,14 @@ def test_bad_chunks_are_rejected_and_nothing_is_written(name, corrupt, message):
 
 
 def test_a_chunk_larger_than_the_buffer_is_rejected():
-    replay = make_replay_buffer(ReplayConfig(capacity=8, seq_len=2), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=8), CARTPOLE, seq_len=2)
     with pytest.raises(ValueError, match="larger than the replay capacity 8"):
         replay.ingest(FakeActor([0]).records(9))
     assert len(replay) == 0
 
 
 def test_without_a_spec_the_first_chunk_fixes_the_fields():
-    replay = make_replay_buffer(ReplayConfig(capacity=50, seq_len=2))
+    replay = make_replay_buffer(ReplayConfig(capacity=50), seq_len=2)
     actor = FakeActor([0])
     replay.ingest(actor.records(4))
     with pytest.raises(RecordError, match="differ from the stored fields"):
@@ -90,7 +90,7 @@ def test_without_a_spec_the_first_chunk_fixes_the_fields():
     RecordSpec("discrete", (), 4, q_star=True),
 ], ids=["continuous", "image+q_star+mask", "discrete"])
 def test_dtypes_and_shapes_are_preserved(spec):
-    replay = make_replay_buffer(ReplayConfig(capacity=100, seq_len=4), spec)
+    replay = make_replay_buffer(ReplayConfig(capacity=100), spec, seq_len=4)
     actor = FakeActor([3, 1], episode_len=3)
     chunk = actor.records(10)
     td = spec.empty(len(chunk))
@@ -123,8 +123,8 @@ def test_dtypes_and_shapes_are_preserved(spec):
 def test_save_restore_round_trip(tmp_path, storage):
     def build(name):
         scratch = str(tmp_path / name) if storage == "memmap" else None
-        return make_replay_buffer(ReplayConfig(capacity=40, seq_len=3, seed=5, storage=storage,
-                                               scratch_dir=scratch), CARTPOLE)
+        return make_replay_buffer(ReplayConfig(capacity=40, seed=5, storage=storage,
+                                               scratch_dir=scratch), CARTPOLE, seq_len=3)
 
     replay, actor = build("a"), FakeActor([0, 1, 2], episode_len=4)
     for n in (5, 4, 6):  # 45 steps into 40 slots: wrapped
@@ -166,7 +166,7 @@ def test_memory_per_step_stays_within_a_tenth_of_the_records():
 
 def test_unsorted_and_single_row_writes_through_torchrl_extend():
     """The sampler follows writes that bypass ingest (rb.extend of interleaved rows)."""
-    replay = make_replay_buffer(ReplayConfig(capacity=30, seq_len=3), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=30), CARTPOLE, seq_len=3)
     actor = FakeActor([0, 1], episode_len=4)
     replay.buffer.extend(actor.records(3))  # time-major: streams interleaved row by row
     for row in actor.records(2):
@@ -212,7 +212,6 @@ def test_make_records_fakes_obey_the_contract():
     ({"capacity": 0}, "capacity must be >= 1"),
     ({"storage": "disk"}, "storage must be"),
     ({"scratch_dir": "/tmp/x"}, "only applies to storage='memmap'"),
-    ({"seq_len": 0}, "seq_len must be >= 1"),
 ])
 def test_bad_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -54,7 +54,7 @@ def run_ops(replay, actor: FakeActor, ops) -> None:
 
 @pytest.mark.parametrize("name,streams,ep_len,capacity,S,ops,expected", CASES, ids=[c[0] for c in CASES])
 def test_window_cases(name, streams, ep_len, capacity, S, ops, expected):
-    replay = make_replay_buffer(ReplayConfig(capacity=capacity, seq_len=S), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=capacity), CARTPOLE, seq_len=S)
     run_ops(replay, FakeActor(streams, ep_len), ops)
     assert stored_windows(replay) == expected
     assert replay.num_windows == len(expected)
@@ -65,7 +65,7 @@ def test_window_cases(name, streams, ep_len, capacity, S, ops, expected):
 
 
 def test_no_window_raises_a_clear_error():
-    replay = make_replay_buffer(ReplayConfig(capacity=100, seq_len=8), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=100), CARTPOLE, seq_len=8)
     with pytest.raises(NoWindowError, match="no window of 8 consecutive records"):
         replay.sample(4)
     replay.ingest(FakeActor([0, 1]).records(7))  # 7 < 8 steps per stream
@@ -80,7 +80,7 @@ def test_random_histories_match_a_brute_force_oracle(seed):
     streams = list(range(rng.randint(1, 5)))
     actor = FakeActor(streams, episode_len=rng.randint(2, 7))
     S = rng.randint(1, 6)
-    replay = make_replay_buffer(ReplayConfig(capacity=rng.randint(20, 120), seq_len=S), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=rng.randint(20, 120)), CARTPOLE, seq_len=S)
     touched: set[int] = set()  # streams that lost steps or restarted since their last record
     for i in range(120):
         r = rng.random()
@@ -114,7 +114,7 @@ def chi2_uniform(counts: torch.Tensor) -> tuple[float, int]:
 
 def coverage_setup():
     """Segments of very different lengths: uniform over streams would not be uniform over windows."""
-    replay = make_replay_buffer(ReplayConfig(capacity=10_000, seq_len=4, seed=7), CARTPOLE)
+    replay = make_replay_buffer(ReplayConfig(capacity=10_000, seed=7), CARTPOLE, seq_len=4)
     long, short = FakeActor([0], episode_len=5), FakeActor([1, 2, 3], episode_len=5)
     replay.ingest(long.records(150))
     for _ in range(6):
