@@ -32,7 +32,7 @@ def baseline(cfg: RunConfig, steps: int) -> float:
     info = describe_env(cfg.env, cfg.train.dqn.gamma)
     env = make_vector_env(cfg.env)
     model = build_model(cfg, info).eval()
-    policy = ActingPolicy(model, cfg.actor.policy, cfg.actor.context_len, 0.1)
+    policy = ActingPolicy(model, cfg.actor.policy, cfg.acting_context, 0.1)
     from mouse.records import StreamRecorder
 
     rec = StreamRecorder(info.spec, torch.arange(cfg.env.num_envs))
@@ -47,25 +47,30 @@ def baseline(cfg: RunConfig, steps: int) -> float:
 
 
 def sink(pull, router, cfg: RunConfig, weights, stop: threading.Event, count: list) -> None:
+    """A learner that keeps up: welcome + weights on hello, one credit back per chunk received."""
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(router, zmq.POLLIN)
+    actor = None
     while not stop.is_set():
         ready = dict(poller.poll(50))
         if router in ready:
             ident, *frames = router.recv_multipart()
             kind, body = wire.decode_control(frames)
             if kind == "hello":
-                welcome = wire.encode_control("welcome", {"actor_id": 0, "config": to_dict(cfg)})
-                router.send_multipart([ident, *welcome])
+                actor = ident
+                welcome = {"actor_id": 0, "config": to_dict(cfg), "credits": cfg.learner.credits_per_actor}
+                router.send_multipart([ident, *wire.encode_control("welcome", welcome)])
                 router.send_multipart([ident, *weights])
         if pull in ready:
             while True:
                 try:
-                    pull.recv_multipart(zmq.NOBLOCK, copy=False)
-                    count[0] += 1
+                    frames = pull.recv_multipart(zmq.NOBLOCK, copy=False)
                 except zmq.Again:
                     break
+                if wire.peek_kind(frames) == "chunk":
+                    count[0] += 1
+                    router.send_multipart([actor, *wire.encode_control("ack", {"version": 1, "credits": 1})])
 
 
 def streaming(cfg: RunConfig, steps: int) -> float:

@@ -46,10 +46,11 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False):
     sockets = actor_sockets(ctx, learner)
     dealer = sockets[1]
     hello = {"actor_id": actor_id, "pid": os.getpid(), "host": socket.gethostname()}
-    waited, cfg, weights, credits = 0.0, None, None, 0
+    cfg, weights, credits = None, None, 0
+    start, next_warning = time.monotonic(), time.monotonic() + 5
     while not stop():
-        _send_control(dealer, "hello", hello)
-        while dealer.poll(2000):
+        _send_control(dealer, "hello", hello)  # dropped until the connection is up: resent below
+        while dealer.poll(1000):
             frames = dealer.recv_multipart(copy=False)
             if wire.is_weights(frames):
                 weights = frames
@@ -61,8 +62,10 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False):
             if cfg is not None and weights is not None:
                 log.info("actor %d connected to %s", actor_id, learner)
                 return cfg, actor_id, sockets, weights, credits
-        waited += 2
-        log.warning("no answer from the learner at %s after %.0fs, retrying", learner, waited)
+        if time.monotonic() >= next_warning:
+            next_warning += 10
+            log.warning("no answer from the learner at %s after %.0fs, still trying",
+                        learner, time.monotonic() - start)
     for s in sockets:
         s.close(0)
     raise KeyboardInterrupt("stopped before the learner answered")
@@ -80,10 +83,11 @@ class Actor:
         self.stream_ids = torch.arange(n) + actor_id * n
         self.env = make_vector_env(cfg.env)
         self.model = build_model(cfg, self.info).eval()
-        total = max(cfg.num_actors, actor_id + 1) * n
-        eps = ape_x_epsilons(cfg.actor.epsilon, cfg.actor.epsilon_alpha, actor_id * n, n, total)
+        # Ape-X slot: actors beyond num_actors (added later) reuse the slots' spread of epsilons
+        slots = max(cfg.num_actors, 1)
+        eps = ape_x_epsilons(cfg.actor.epsilon, cfg.actor.epsilon_alpha, (actor_id % slots) * n, n, slots * n)
         self.seed = cfg.actor.seed + 1000 * actor_id
-        self.policy = ActingPolicy(self.model, cfg.actor.policy, cfg.actor.context_len, eps, self.seed)
+        self.policy = ActingPolicy(self.model, cfg.actor.policy, cfg.acting_context, eps, self.seed)
         self.recorder = StreamRecorder(
             self.info.spec, self.stream_ids, self.info.num_env_actions,
             REWARD_TRANSFORMS[cfg.env.reward_transform], self.info.q_star_table,
@@ -170,8 +174,9 @@ class Actor:
             self._loop(max_steps)
             _send_control(self.dealer, "bye", {"actor_id": self.actor_id})
         finally:
-            for s in (self.push, self.dealer, self.sub):
-                s.close(0)
+            # linger: the last chunk and the bye are only queued; let zmq deliver them
+            for sock, linger_ms in ((self.push, 2000), (self.dealer, 1000), (self.sub, 0)):
+                sock.close(linger_ms)
             self.env.close()
         return self.counters
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from mouse.losses import DqnLossConfig
+from mouse.wire import DEFAULT_MAX_RECORDS as MAX_CHUNK_RECORDS
 from mouse.models import ModelConfig
 from mouse.replay import ReplayConfig
 from mouse.train import TrainConfig
@@ -54,15 +55,13 @@ class EnvConfig:
 @dataclass(frozen=True)
 class ActorConfig:
     policy: Literal["dqn", "sp", "vec_dqn"] = "dqn"
-    """Acting head: epsilon-greedy on dqn, sampling from sp, greedy on vec_dqn scores."""
+    """Acting head: greedy on dqn, sampling from sp, greedy on vec_dqn scores; with Ape-X epsilon on top."""
     epsilon: float = 0.4
     """Ape-X base epsilon: stream i of N gets epsilon**(1 + alpha * i / (N - 1))."""
     epsilon_alpha: float = 7.0
     """Ape-X exponent spread across streams (0 gives every stream the base epsilon)."""
     chunk_steps: int = 16
     """Vector-env steps per record chunk sent to the learner (chunk = chunk_steps * num_envs records)."""
-    context_len: int = 16
-    """Records of rolling context per sub-env fed to the model when acting (transformer backbone)."""
     heartbeat_s: float = 1.0
     """Seconds between heartbeats to the learner."""
     learner_timeout_s: float = 60.0
@@ -128,11 +127,16 @@ class EvalConfig:
     max_steps: int = 10_000
     """Safety cap on steps of one evaluation."""
 
+    def __post_init__(self):
+        if self.episodes < 1 or self.max_steps < 1:
+            raise ValueError(f"eval.episodes and eval.max_steps must be >= 1, got {self.episodes}, "
+                             f"{self.max_steps}")
+
 
 @dataclass(frozen=True)
 class WandbConfig:
     mode: Literal["auto", "online", "offline", "disabled"] = "auto"
-    """auto = online when WANDB_API_KEY is set (or wandb is logged in), offline otherwise."""
+    """auto = online when WANDB_API_KEY is set, offline otherwise."""
     project: str = "mouse"
     """W&B project."""
     entity: str = ""
@@ -179,6 +183,20 @@ class RunConfig:
     def __post_init__(self):
         if self.num_actors < 0:
             raise ValueError(f"num_actors must be >= 0, got {self.num_actors}")
+        if self.actor.chunk_steps < 1:
+            raise ValueError(f"actor.chunk_steps must be >= 1, got {self.actor.chunk_steps}")
+        if self.env.num_envs * self.actor.chunk_steps > MAX_CHUNK_RECORDS:
+            raise ValueError(f"env.num_envs x actor.chunk_steps = {self.env.num_envs * self.actor.chunk_steps} "
+                             f"records per chunk; the wire takes at most {MAX_CHUNK_RECORDS}")
+        if self.train.seq_len > self.model.max_seq_len:
+            raise ValueError(f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len="
+                             f"{self.model.max_seq_len}")
+
+    @property
+    def acting_context(self) -> int:
+        """Records of context an actor feeds the model: the window positions the losses train
+        (a transition pairs t with t+1, so the last of S positions is never a state)."""
+        return max(1, self.train.seq_len - 1)
 
 
 # --- JSON round trip ------------------------------------------------------------------

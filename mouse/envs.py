@@ -39,7 +39,7 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
     try:
         return gym.make_vec(
             cfg.env_id,
-            num_envs=num_envs or cfg.num_envs,
+            num_envs=cfg.num_envs if num_envs is None else num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
             **cfg.kwargs(),

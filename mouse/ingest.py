@@ -101,7 +101,10 @@ class IngestServer(threading.Thread):
         try:
             msg = wire.decode(frames, self.spec)
         except wire.WireError as e:
-            return self._reject(e.reason, e.detail)
+            self._reject(e.reason, e.detail)
+            if e.actor_id is not None:  # a refused chunk is out of flight too
+                self._return_credit(e.actor_id)
+            return
         if msg.kind == "chunk":
             self._chunk(msg)
         elif msg.kind == "episode":
@@ -117,13 +120,7 @@ class IngestServer(threading.Thread):
             n = self.insert(td)
         except ValueError as e:  # the buffer refused it; nothing was written, nothing is booked
             self._reject("replay_rejected", str(e))
-            with self.lock:
-                st = self.actors.get(actor_id)
-                if st is not None:  # a known actor's chunk is out of flight: its credit comes back
-                    st.owed += 1
-            if st is not None:
-                self._pay_owed(st)
-            return
+            return self._return_credit(actor_id)
         lag = self.current_version() - td["policy_version"]
         with self.lock:
             self.steps += n
@@ -136,6 +133,15 @@ class IngestServer(threading.Thread):
             st.version = max(st.version, int(td["policy_version"].max()))
             st.owed += 1  # the chunk is out of flight either way: its credit comes back
         self._pay_owed(st)
+
+    def _return_credit(self, actor_id: int) -> None:
+        """A known actor's refused chunk is out of flight: its credit comes back (nothing else)."""
+        with self.lock:
+            st = self.actors.get(actor_id)
+            if st is not None:
+                st.owed += 1
+        if st is not None:
+            self._pay_owed(st)
 
     def _pay_owed(self, only: ActorState | None = None) -> None:
         if not self.may_receive():
@@ -186,8 +192,10 @@ class IngestServer(threading.Thread):
         """Welcome an actor: its id (assigned when it asks with -1), the run config, credits, weights."""
         with self.lock:
             actor_id = int(body["actor_id"])
-            if actor_id < 0:
-                actor_id = max(self.actors, default=-1) + 1
+            if actor_id < 0:  # a repeated hello (the actor resends until answered) keeps its id
+                same = [a.actor_id for a in self.actors.values()
+                        if (a.host, a.pid) == (body["host"], body["pid"])]
+                actor_id = same[0] if same else max(self.actors, default=-1) + 1
             st = self.actors.get(actor_id)
             if st is not None and st.pid and (st.host, st.pid) != (body["host"], body["pid"]) \
                     and time.monotonic() - st.last_seen < self.actor_timeout_s:

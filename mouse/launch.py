@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from mouse.config import RunConfig
@@ -14,9 +15,9 @@ log = logging.getLogger("mouse.launch")
 
 
 def spawn_actor(address: str, actor_id: int, log_path: Path) -> subprocess.Popen:
-    out = open(log_path, "ab")
     cmd = [sys.executable, "-m", "actors.main", "--learner", address, "--actor-id", str(actor_id)]
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
 
 def _watch(procs: list[subprocess.Popen], stop: threading.Event) -> None:
@@ -46,12 +47,14 @@ def run_local(cfg: RunConfig) -> dict:
         return learner_main(cfg, on_ready=start_actors)
     finally:
         stop.set()
+        deadline = time.monotonic() + 10  # actors stop themselves once the learner says so
         for p in procs:
             try:
-                p.wait(timeout=10)  # actors stop themselves once the learner says so
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 p.terminate()
-                try:
-                    p.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()

@@ -74,7 +74,9 @@ class Learner:
 
     # --- weights and checkpoints ------------------------------------------------------------
     def _encode_weights(self):
-        state = {k: v.detach().to("cpu") for k, v in self.model.state_dict().items()}
+        # a copy: on a CPU learner .to("cpu") would alias the parameters, and zmq sends large
+        # frames without copying, so the next optimizer step would change weights in flight
+        state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         return wire.encode_weights(self.version, state)
 
     def publish(self) -> None:
@@ -126,7 +128,12 @@ class Learner:
     def run(self) -> dict:
         """Train until the budget ends or a signal arrives; returns the run summary."""
         self._install_signals()
-        self.monitor = Monitor(self.cfg, self.run_dir)
+        try:
+            self.monitor = Monitor(self.cfg, self.run_dir)
+        except BaseException:
+            for sock in (self.pull, self.router, self.pub):
+                sock.close(0)
+            raise
         self.ingest.start()
         start = self.start = time.monotonic()
         batchifier = None
@@ -154,7 +161,7 @@ class Learner:
                     continue
                 if batchifier is None:
                     batchifier = make_batchifier(self.cfg, self.replay, self.device)
-                stats.step(self._update(batchifier))
+                stats.step(self._update(batchifier))  # (None: no batch yet, go round again)
         except BaseException:
             self._close()  # actors are told to stop; the error itself goes to the caller
             raise
@@ -166,20 +173,23 @@ class Learner:
     def _may_receive(self) -> bool:
         """Backpressure: hold back actors' credits while they are too far ahead of training."""
         c = self.cfg.learner
-        if not c.max_ahead_steps or self.stop_event.is_set():
-            return True
+        if not c.max_ahead_steps or self.stop_event.is_set() or self.replay.num_windows == 0:
+            return True  # (no full window yet: more records are the only way forward)
         owed = (self.updates - self.updates0) / c.replay_ratio  # steps the updates so far account for
         return self.ingest.steps < max(c.warmup_steps, owed) + c.max_ahead_steps
 
     def _may_update(self) -> bool:
-        if len(self.replay) < self.cfg.learner.warmup_steps:
+        if len(self.replay) < self.cfg.learner.warmup_steps or self.replay.num_windows == 0:
             return False
         # the ratio counts this session's inserts and updates (a resumed run starts both at 0)
         return self.updates - self.updates0 < self.cfg.learner.replay_ratio * self.ingest.steps
 
-    def _update(self, batchifier) -> tuple[float, float, dict]:
+    def _update(self, batchifier) -> tuple[float, float, dict] | None:
         t0 = time.perf_counter()
-        batch = next(batchifier)
+        try:  # bounded wait: budget, signals and checkpoints stay live
+            batch = batchifier.get(timeout=1.0)
+        except TimeoutError:
+            return None
         t1 = time.perf_counter()
         metrics = train_step(self.model, self.optimizer, batch, self.cfg.train)
         t2 = time.perf_counter()
@@ -193,7 +203,7 @@ class Learner:
         self.eval_model.load_state_dict({k: v.cpu() for k, v in self.model.state_dict().items()})
         e = self.cfg.eval
         result = evaluate(self.eval_model, self.cfg.env, self.info, self.cfg.actor.policy,
-                          self.cfg.actor.context_len, e.episodes, e.max_steps)
+                          self.cfg.acting_context, e.episodes, e.max_steps)
         self.final_eval = result["eval/return"]
         self.best_eval = max(self.best_eval, self.final_eval)
         result["eval/best_return"] = self.best_eval
@@ -226,12 +236,22 @@ class Learner:
             m[f"wire/rejected/{reason}"] = count
         self.monitor.log(m, step=self.updates)
 
-    def _shutdown(self) -> dict:
+    def _stop_actors(self) -> None:
+        """Heartbeats now answer "stop": give the actors time to flush and say bye."""
         self.stop_event.set()  # also lifts backpressure: what the actors still send is kept
-        self.ingest.stop_actors = True  # heartbeats now answer "stop"; actors flush and leave
+        self.ingest.stop_actors = True
         deadline = time.monotonic() + 2 * self.cfg.actor.heartbeat_s + 1
-        while self.ingest.connected() and time.monotonic() < deadline:
+        while self.ingest.is_alive() and self.ingest.connected() and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def _shutdown(self) -> dict:
+        try:
+            return self._finish()
+        finally:
+            self._close()
+
+    def _finish(self) -> dict:
+        self._stop_actors()
         self.publish()
         self.save()  # first, so a kill during the final evaluation still leaves a checkpoint
         if self.solved_at is None:  # a solving evaluation is already the final one
@@ -239,6 +259,8 @@ class Learner:
             self.save()
         if self.cfg.learner.save_replay:
             self.replay.save(self.replay_dir)
+        with self.ingest.lock:
+            actors = dict(self.ingest.actors)
         summary = {
             "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
             "env_steps": self.env_steps, "updates": self.updates, "weights_version": self.version,
@@ -246,16 +268,16 @@ class Learner:
             "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint_path),
             "wandb_dir": self.monitor.files_dir, "wandb_mode": self.monitor.mode,
             "streams_seen": sorted(self.ingest.streams_seen),
-            "actors_seen": sorted(self.ingest.actors),
-            "actor_versions": {str(a.actor_id): a.version for a in self.ingest.actors.values()},
+            "actors_seen": sorted(actors),
+            "actor_versions": {str(a.actor_id): a.version for a in actors.values()},
             "rejected": dict(self.ingest.rejected),
         }
         self.monitor.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
-        self._close()
         return summary
 
     def _close(self) -> None:
-        self.ingest.stop_actors = True
+        if not self.ingest.stop_actors:  # an error path: still tell the actors
+            self._stop_actors()
         self.monitor.finish()
         self.ingest.stop()
         if self.ingest.is_alive():
@@ -274,6 +296,8 @@ class _Interval:
         self.marks = {"steps": (time.monotonic(), 0), "updates": (time.monotonic(), 0)}
 
     def step(self, item) -> None:
+        if item is None:
+            return
         wait, total, metrics = item
         self.wait += wait
         self.total += total

@@ -34,7 +34,8 @@ OBS_KINDS = ("continuous", "discrete", "image")
 class FieldSpec:
     dtype: torch.dtype
     shape: tuple[int, ...]
-    # "finite": no NaN/inf; "no_nan_no_posinf": -inf allowed (q_star marks invalid actions)
+    # "finite": no NaN/inf; "no_nan_no_posinf": -inf allowed (q_star marks invalid actions);
+    # "index": an integer in [0, num_obs_states) (an embedding row: out of range would crash training)
     check: str | None = None
 
 
@@ -47,6 +48,7 @@ class RecordSpec:
     num_actions: int  # the model's action head size A
     q_star: bool = False  # records carry a float32 [A] q_star annotation
     action_mask: bool = False  # records carry a bool [A] action mask
+    num_obs_states: int = 0  # discrete observations lie in [0, num_obs_states) (0 = unchecked)
 
     def __post_init__(self):
         if self.obs_kind not in OBS_KINDS:
@@ -64,7 +66,7 @@ class RecordSpec:
             self.obs_key: FieldSpec(
                 obs_dtype[self.obs_kind],
                 tuple(self.obs_shape),
-                "finite" if self.obs_kind == "continuous" else None,
+                {"continuous": "finite", "discrete": "index", "image": None}[self.obs_kind],
             ),
             "action": FieldSpec(torch.int64, ()),
             "reward": FieldSpec(torch.float32, (), "finite"),
@@ -144,6 +146,9 @@ def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
             problems.append(f"{name}: contains NaN or inf")
         elif fs.check == "no_nan_no_posinf" and (np.isnan(v).any() or np.isposinf(v).any()):
             problems.append(f"{name}: contains NaN or +inf (only -inf is allowed, for invalid actions)")
+        elif fs.check == "index" and spec.num_obs_states and \
+                v.view(np.uint64).max(initial=0) >= spec.num_obs_states:
+            problems.append(f"{name}: outside [0, {spec.num_obs_states})")
     if problems:
         return problems
     done, time, action = a["done"], a["time"], a["action"]
@@ -206,8 +211,9 @@ def record_spec_for_env(observation_space, action_space, num_actions: int | None
     A = num_actions or n
     if A < n:
         raise ValueError(f"model head has {A} actions but the env has {n}")
+    states = 0
     if isinstance(observation_space, spaces.Discrete):
-        kind, shape = "discrete", ()
+        kind, shape, states = "discrete", (), int(observation_space.n)
     elif isinstance(observation_space, spaces.Box) and observation_space.dtype == np.uint8 \
             and len(observation_space.shape) == 3:
         kind, shape = "image", tuple(observation_space.shape)
@@ -216,7 +222,7 @@ def record_spec_for_env(observation_space, action_space, num_actions: int | None
     else:
         raise ValueError(f"unsupported observation space {observation_space}: "
                          "use Box (flattened to float32 [C]), Box uint8 [H,W,C] or Discrete")
-    return RecordSpec(kind, shape, A, q_star=q_star, action_mask=A > n)
+    return RecordSpec(kind, shape, A, q_star=q_star, action_mask=A > n, num_obs_states=states)
 
 
 class StreamRecorder:

@@ -23,6 +23,7 @@ RECORDS, CONTROL, WEIGHTS = 0, 1, 2
 # safety limits only: credits (mouse.ingest) keep far fewer chunks than this in flight
 LEARNER_RCVHWM = 256
 ACTOR_SNDHWM = 64
+MAX_MESSAGE_BYTES = 1 << 30  # a peer sending more is disconnected by zmq
 WEIGHTS_HWM = 4
 
 
@@ -51,6 +52,8 @@ def learner_sockets(ctx: zmq.Context, host: str, port: int):
     router.setsockopt(zmq.ROUTER_MANDATORY, 0)
     pub = ctx.socket(zmq.PUB)
     pub.setsockopt(zmq.SNDHWM, WEIGHTS_HWM)
+    for sock in (pull, router):  # refuse absurd messages before buffering them whole
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     for sock, addr in ((pull, ep.records), (router, ep.control), (pub, ep.weights)):
         sock.setsockopt(zmq.LINGER, 0)
         try:

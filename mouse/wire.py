@@ -107,6 +107,7 @@ class WireError(ValueError):
     def __init__(self, reason: str, detail: str):
         assert reason in REASONS, reason
         self.reason, self.detail = reason, detail
+        self.actor_id: int | None = None  # set when a chunk's header named its sender
         super().__init__(f"{reason}: {detail}")
 
 
@@ -335,16 +336,20 @@ _cached_chunk_header = functools.lru_cache(maxsize=1024)(_parse_chunk_header)
 def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int):
     parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
     actor_id, n, entries = parse(text, spec, max_records)
-    _check_frames(views, entries, (n,))
-    records = {name: _copy_tensor(v, name, dtype, (n, *shape))
-               for v, (name, dtype, shape) in zip(views[1:], entries)}
-    # every tensor is a fresh [n, *shape] CPU tensor (frame lengths checked above): skip the
-    # constructor's per-field checks, which cost more than the copies
-    td = TensorDict._new_unsafe(records, batch_size=torch.Size([n]))
     try:
-        validate_records(td, spec)
-    except RecordError as e:
-        raise WireError("bad_values", "; ".join(e.problems)) from None
+        _check_frames(views, entries, (n,))
+        records = {name: _copy_tensor(v, name, dtype, (n, *shape))
+                   for v, (name, dtype, shape) in zip(views[1:], entries)}
+        # every tensor is a fresh [n, *shape] CPU tensor (frame lengths checked above): skip the
+        # constructor's per-field checks, which cost more than the copies
+        td = TensorDict._new_unsafe(records, batch_size=torch.Size([n]))
+        try:
+            validate_records(td, spec)
+        except RecordError as e:
+            raise WireError("bad_values", "; ".join(e.problems)) from None
+    except WireError as e:
+        e.actor_id = actor_id  # the receiver can still return the sender's flow-control credit
+        raise
     return {"actor_id": actor_id, "n": n}, td
 
 

@@ -172,3 +172,16 @@ def test_continuity_messages_name_each_stream_first_break(interleave):
     assert continuity_problems(torch.cat([b[:2], a[:3], b[3:]])) == [  # stream 3 out of order
         "stream 3: time 3 follows time 1 with done 0 (expected 2): steps are not consecutive",
     ]
+
+
+def test_discrete_observation_must_be_a_valid_state():
+    lake = gym.make("FrozenLake-v1")
+    spec = record_spec_for_env(lake.observation_space, lake.action_space)
+    assert spec.num_obs_states == 16
+    td = spec.empty(3)
+    td["obs_discrete"] = torch.tensor([0, 15, 16])
+    with pytest.raises(RecordError, match=r"obs_discrete: outside \[0, 16\)"):
+        validate_records(td, spec, consecutive=False)
+    td["obs_discrete"] = torch.tensor([0, -1, 3])
+    with pytest.raises(RecordError, match="obs_discrete: outside"):
+        validate_records(td, spec, consecutive=False)
