@@ -2,9 +2,10 @@
 
     python benchmarks/bench_actor.py [--env CartPole-v1] [--num-envs 8] [--steps 3000]
 
-Baseline (same run): vector env + ActingPolicy, nothing else. Streaming: the real
-``mouse.actor.Actor`` (records, chunks, wire encoding, PUSH over TCP loopback,
-heartbeats) against a sink thread that answers hello and drains the records.
+Baseline (same run): vector env + recorder + ActingPolicy, nothing else. Streaming:
+the real ``mouse.actor.Actor`` (records, chunks, wire encoding, PUSH over TCP
+loopback, credits, heartbeats) against a sink process that answers hello, drains
+the records and returns one credit per chunk, like a learner that keeps up.
 Goal: streaming >= 0.9x baseline.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import multiprocessing as mp
 import threading
 import time
 
@@ -22,7 +24,7 @@ from mouse import wire
 from mouse.acting import ActingPolicy
 from mouse.actor import Actor, connect
 from mouse.components import build_model
-from mouse.config import EnvConfig, RunConfig, to_dict
+from mouse.config import EnvConfig, RunConfig, from_dict, to_dict
 from mouse.envs import describe_env, make_vector_env
 from mouse.transport import free_port_base, learner_sockets
 
@@ -73,23 +75,30 @@ def sink(pull, router, cfg: RunConfig, weights, stop: threading.Event, count: li
                     router.send_multipart([actor, *wire.encode_control("ack", {"version": 1, "credits": 1})])
 
 
-def streaming(cfg: RunConfig, steps: int) -> float:
-    port = free_port_base()
+def sink_process(port: int, cfg_dict: dict, stop) -> None:
+    """The learner side in its own process (as in a real run: no GIL shared with the actor)."""
+    cfg = from_dict(RunConfig, cfg_dict)
     pull, router, pub = learner_sockets(zmq.Context.instance(), "127.0.0.1", port)
     info = describe_env(cfg.env, cfg.train.dqn.gamma)
     weights = wire.encode_weights(1, build_model(cfg, info).state_dict())
-    stop, count = threading.Event(), [0]
-    t = threading.Thread(target=sink, args=(pull, router, cfg, weights, stop, count), daemon=True)
-    t.start()
+    sink(pull, router, cfg, weights, stop, [0])
+    for s in (pull, router, pub):
+        s.close(0)
+
+
+def streaming(cfg: RunConfig, steps: int) -> float:
+    port = free_port_base()
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    proc = ctx.Process(target=sink_process, args=(port, to_dict(cfg), stop), daemon=True)
+    proc.start()
     cfg2, actor_id, sockets, w, credits = connect(f"tcp://127.0.0.1:{port}", 0)
     actor = Actor(cfg2, actor_id, sockets, w, credits)
     t0 = time.perf_counter()
     counters = actor.run(max_steps=steps)
     rate = counters["env_steps"] / (time.perf_counter() - t0)
     stop.set()
-    t.join()
-    for s in (pull, router, pub):
-        s.close(0)
+    proc.join(timeout=10)
     return rate
 
 

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 
+import numpy as np
 import torch
 import zmq
 
@@ -185,28 +186,32 @@ class Actor:
         obs, _ = self.env.reset(seed=self.seed)
         rec = self.recorder.reset(obs, self.version)
         pending, episodes = [rec], []
-        ep_return, ep_len = torch.zeros(n), torch.zeros(n, dtype=torch.int64)
+        # episode bookkeeping in numpy: per-step torch ops on [N] tensors cost more than the step
+        ep_return, ep_len = np.zeros(n), np.zeros(n, dtype=np.int64)
         steps = 0
         while not self.stopping and (max_steps <= 0 or steps < max_steps):
-            self._take_weights()
+            if self.sub.poll(0):
+                self._take_weights()
             action = self.policy.act(rec)
             obs, reward, term, trunc, _ = self.env.step(action.numpy())
             rec = self.recorder.step(action, obs, reward, term, trunc, self.version)
             steps += 1
             self.counters["env_steps"] += n
             pending.append(rec)
-            ep_return += rec["reward"]
-            ep_len += (rec["time"] > 0).long()
-            for j in (rec["done"] != 0).nonzero().flatten().tolist():
+            ep_return += rec["reward"].numpy()
+            ep_len += rec["time"].numpy() > 0
+            for j in np.flatnonzero(rec["done"].numpy()).tolist():
                 episodes.append({"stream_id": int(self.stream_ids[j]), "return": float(ep_return[j]),
                                  "length": int(ep_len[j]), "policy_version": self.version})
                 ep_return[j], ep_len[j] = 0.0, 0
             if len(pending) >= self.cfg.actor.chunk_steps:
+                self._handle_replies()  # credits and "stop" arrive as replies
                 self._flush(pending, episodes)
                 pending, episodes = [], []
-            self._heartbeat()
-            self._handle_replies()
-            self._learner_gone()
+            if time.monotonic() >= self.next_beat:
+                self._heartbeat()
+                self._handle_replies()
+                self._learner_gone()
         if pending or episodes:  # nothing lost on a clean stop (the learner drains while stopping)
             self._flush(pending, episodes)
 

@@ -85,7 +85,7 @@ class LearnerConfig:
     holds back actors' send credits when more than max_ahead_steps behind it."""
     max_ahead_steps: int = 2_000
     """Env steps the actors may run ahead of replay_ratio before backpressure (0 = never throttle)."""
-    credits_per_actor: int = 4
+    credits_per_actor: int = 8
     """Record chunks an actor may have in flight: bounds memory and policy lag."""
     publish_every: int = 10
     """Updates between weight broadcasts."""
