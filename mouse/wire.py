@@ -308,6 +308,14 @@ def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tupl
     actor_id, n = body["actor_id"], body["n"]
     if not (_is_int(actor_id) and actor_id >= 0):
         raise WireError("bad_header", f"actor_id {str(actor_id)[:40]} is not an int >= 0")
+    try:
+        return actor_id, n, _check_chunk_header(body, n, spec, max_records)
+    except WireError as e:
+        e.actor_id = actor_id  # the header named its sender: the receiver can return its credit
+        raise
+
+
+def _check_chunk_header(body: dict, n, spec: RecordSpec, max_records: int) -> tuple:
     if not (_is_int(n) and n >= 1):
         raise WireError("bad_header", f"n {str(n)[:40]} is not an int >= 1")
     if n > max_records:
@@ -323,7 +331,7 @@ def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tupl
             raise WireError("bad_dtype", f"{name}: {dtype}, expected {fields[name].dtype}")
         if shape != fields[name].shape:
             raise WireError("bad_shape", f"{name}: per-record shape {shape}, expected {fields[name].shape}")
-    return actor_id, n, tuple(entries)
+    return tuple(entries)
 
 
 # An actor sends the same header bytes with every chunk (its id, chunk size and fields), and

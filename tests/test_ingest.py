@@ -309,8 +309,6 @@ def test_chunk_the_replay_refuses_is_counted_and_returns_its_credit(rig):
     assert (rig.server.chunks, rig.server.steps, len(rig.replay)) == (0, 0, 0)
 
 
-@pytest.mark.xfail(strict=True, reason="header-level chunk rejections (bad_fields/bad_dtype/bad_shape/"
-                                       "oversize) do not carry the sender's actor_id: no credit back")
 def test_chunk_with_wrong_fields_from_known_actor_returns_its_credit(rig):
     a = rig.new_actor()
     assert a.join() == 0
