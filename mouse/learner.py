@@ -259,18 +259,19 @@ class Learner:
             self.save()
         if self.cfg.learner.save_replay:
             self.replay.save(self.replay_dir)
-        with self.ingest.lock:
+        with self.ingest.lock:  # the ingest thread still runs: copy what it writes
             actors = dict(self.ingest.actors)
+            streams, rejected = sorted(self.ingest.streams_seen), dict(self.ingest.rejected)
         summary = {
             "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
             "env_steps": self.env_steps, "updates": self.updates, "weights_version": self.version,
             "wall_minutes": (time.monotonic() - self.start) / 60, "solved_at": self.solved_at,
             "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint_path),
             "wandb_dir": self.monitor.files_dir, "wandb_mode": self.monitor.mode,
-            "streams_seen": sorted(self.ingest.streams_seen),
+            "streams_seen": streams,
             "actors_seen": sorted(actors),
             "actor_versions": {str(a.actor_id): a.version for a in actors.values()},
-            "rejected": dict(self.ingest.rejected),
+            "rejected": rejected,
         }
         self.monitor.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
         return summary
