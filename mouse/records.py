@@ -167,6 +167,14 @@ def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
     return problems
 
 
+def next_time(time, done):
+    """The ``time`` a stream's next record must have: 0 after a finished episode, else time + 1.
+
+    Works on numpy arrays and scalars alike; the one statement of the continuity rule.
+    """
+    return np.where(done != ALIVE, 0, time + 1)
+
+
 def continuity_problems(td: TensorDict) -> list[str]:
     """Records of each stream inside one chunk must be consecutive steps."""
     sid, time, done = (td.get(k).numpy(force=True) for k in ("stream_id", "time", "done"))
@@ -176,7 +184,7 @@ def continuity_problems(td: TensorDict) -> list[str]:
         order = np.argsort(sid, kind="stable")  # each stream's records together, in chunk order
         s, t, d = sid[order], time[order], done[order]
     # after a finished episode the next record is a reset (time 0); otherwise time + 1
-    expected = np.where(d[:-1] != ALIVE, 0, t[:-1] + 1)
+    expected = next_time(t[:-1], d[:-1])
     bad = np.flatnonzero((s[1:] == s[:-1]) & (t[1:] != expected))
     if not len(bad):
         return []

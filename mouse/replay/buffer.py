@@ -39,7 +39,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer, RoundRobinWriter
 
-from mouse.records import ALIVE, RecordError, RecordSpec, continuity_problems, validate_records
+from mouse.records import RecordError, RecordSpec, continuity_problems, next_time, validate_records
 from mouse.replay.config import ReplayConfig
 from mouse.replay.sampler import StreamWindowSampler
 
@@ -65,7 +65,7 @@ def _bookkeeping(chunk: TensorDict) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 def _consecutive(sid: np.ndarray, time: np.ndarray, done: np.ndarray) -> bool:
     """Each stream's records in a stream-grouped chunk are consecutive steps."""
-    expected = np.where(done[:-1] != ALIVE, 0, time[:-1] + 1)
+    expected = next_time(time[:-1], done[:-1])
     return not ((sid[1:] == sid[:-1]) & (time[1:] != expected)).any()
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torchrl.data.replay_buffers.samplers import Sampler
 
-from mouse.records import ALIVE
+from mouse.records import next_time
 
 
 class NoWindowError(RuntimeError):
@@ -134,7 +134,7 @@ class StreamWindowSampler(Sampler):
         self._written = g0 + n
         # row j+1 continues row j: same stream, next step (time 0 after a finished episode);
         # whether the last row continues is up to the next write
-        expected = np.where(done[:-1] != ALIVE, 0, time[:-1] + 1)
+        expected = next_time(time[:-1], done[:-1])
         cont = np.zeros(n, dtype=bool)
         cont[:-1] = (sid[1:] == sid[:-1]) & (time[1:] == expected)
         rows = np.arange(n)
@@ -165,7 +165,7 @@ class StreamWindowSampler(Sampler):
             st = self._streams.get(s)
             tail: list[int] = []
             if (st is not None and st.last_g >= oldest
-                    and t0 == (0 if st.last_done != ALIVE else st.last_time + 1)):
+                    and t0 == next_time(st.last_time, st.last_done)):
                 link_src.append(st.last_g % C)
                 link_dst.append(g_first % C)
                 tail = st.tail
