@@ -70,6 +70,8 @@ class Learner:
         self.stop_event = threading.Event()
         self.best_eval, self.final_eval = -math.inf, None
         self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
+        self._eval_thread: threading.Thread | None = None
+        self._eval_done: tuple | None = None  # (when the weights were taken, result or error)
         self.start = time.monotonic()
 
     # --- weights and checkpoints ------------------------------------------------------------
@@ -149,10 +151,11 @@ class Learner:
                 if now >= next_log:
                     self._log(stats, now - start)
                     next_log = now + self.cfg.learner.log_every_s
-                if now >= next_eval:
-                    if self._evaluate():
-                        break
-                    next_eval = time.monotonic() + self.cfg.eval.every_s
+                if self._poll_eval():
+                    break
+                if now >= next_eval and self._eval_thread is None:
+                    self._start_eval()
+                    next_eval = now + self.cfg.eval.every_s
                 if now >= next_ckpt:
                     self.save()
                     next_ckpt = now + self.cfg.learner.checkpoint_every_s
@@ -198,21 +201,52 @@ class Learner:
             self.publish()
         return t1 - t0, t2 - t0, metrics
 
-    def _evaluate(self) -> bool:
-        """Evaluate the current weights; True when the run counts as solved."""
-        self.eval_model.load_state_dict({k: v.cpu() for k, v in self.model.state_dict().items()})
+    # --- evaluation: in a thread of its own, so training does not stall meanwhile ------------
+    def _start_eval(self) -> None:
+        """Snapshot the weights (here, between updates) and evaluate them in the background."""
+        self.eval_model.load_state_dict(
+            {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()})
+        taken = (self.env_steps, self.updates, (time.monotonic() - self.start) / 60)
         e = self.cfg.eval
-        result = evaluate(self.eval_model, self.cfg.env, self.info, self.cfg.actor.policy,
-                          self.cfg.acting_context, e.episodes, e.max_steps)
+
+        def run():
+            try:
+                self._eval_done = (taken, evaluate(self.eval_model, self.cfg.env, self.info,
+                                                   self.cfg.actor.policy, self.cfg.acting_context,
+                                                   e.episodes, e.max_steps))
+            except BaseException as err:  # re-raised in the learner loop
+                self._eval_done = (taken, err)
+
+        self._eval_thread = threading.Thread(target=run, name="mouse-eval", daemon=True)
+        self._eval_thread.start()
+
+    def _poll_eval(self, wait: bool = False) -> bool:
+        """Log a finished evaluation (main thread: W&B is not thread-safe); True when solved."""
+        if self._eval_thread is None:
+            return False
+        if wait:
+            self._eval_thread.join()
+        if self._eval_done is None:
+            return False
+        (env_steps, updates, minutes), result = self._eval_done
+        self._eval_thread = self._eval_done = None
+        if isinstance(result, BaseException):
+            raise RuntimeError("evaluation failed") from result
         self.final_eval = result["eval/return"]
         self.best_eval = max(self.best_eval, self.final_eval)
         result["eval/best_return"] = self.best_eval
-        self.monitor.log({**result, "perf/env_steps": self.env_steps}, step=self.updates)
+        self.monitor.log({**result, "eval/env_steps": env_steps}, step=self.updates)
         solved = self.final_eval >= self.cfg.budget.solved_return
-        if solved:
+        if solved:  # counted at the weights that were evaluated
             log.info("solved: eval return %.1f >= %.1f", self.final_eval, self.cfg.budget.solved_return)
-            self.solved_at = (self.env_steps, self.updates, (time.monotonic() - self.start) / 60)
+            self.solved_at = (env_steps, updates, minutes)
         return solved
+
+    def _evaluate(self) -> bool:
+        """Evaluate the current weights now and wait for the result; True when solved."""
+        self._poll_eval(wait=True)
+        self._start_eval()
+        return self._poll_eval(wait=True)
 
     def _log(self, stats: "_Interval", elapsed: float) -> None:
         m = stats.flush()
@@ -254,6 +288,7 @@ class Learner:
         self._stop_actors()
         self.publish()
         self.save()  # first, so a kill during the final evaluation still leaves a checkpoint
+        self._poll_eval(wait=True)  # one still running counts: it may have solved the run
         if self.solved_at is None:  # a solving evaluation is already the final one
             self._evaluate()
             self.save()
