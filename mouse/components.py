@@ -23,7 +23,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_model(cfg: RunConfig, info: EnvInfo) -> MouseModel:
     heads = heads_for(cfg.train, cfg.actor.policy)
-    return MouseModel(cfg.model, info.spec, heads, num_obs_states=info.num_obs_states)
+    return MouseModel(cfg.model, info.spec, heads, num_obs_states=info.spec.num_obs_states)
 
 
 def make_replay(cfg: RunConfig, spec):

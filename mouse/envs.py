@@ -23,8 +23,7 @@ class EnvInfo:
 
     spec: RecordSpec
     num_env_actions: int  # the env's own action count (<= spec.num_actions)
-    num_obs_states: int  # Discrete observation size, 0 otherwise
-    q_star_table: torch.Tensor | None  # [num_obs_states, A] when the env has a transition table
+    q_star_table: torch.Tensor | None  # [spec.num_obs_states, A] when the env has a transition table
 
 
 def make_env(cfg: EnvConfig, **extra) -> gym.Env:
@@ -69,7 +68,6 @@ def describe_env(cfg: EnvConfig, gamma: float) -> EnvInfo:
         use_q = has_table and cfg.q_star != "off"
         table = q_star_table(env, gamma, num_actions=num_actions) if use_q else None
         spec = record_spec_for_env(env.observation_space, env.action_space, num_actions, q_star=use_q)
-        states = int(env.observation_space.n) if spec.obs_kind == "discrete" else 0
-        return EnvInfo(spec, n, states, table)
+        return EnvInfo(spec, n, table)
     finally:
         env.close()

@@ -7,7 +7,6 @@ DEALER for control) and every receive is a bounded poll, so a failing test never
 
 from __future__ import annotations
 
-import collections
 import math
 import struct
 import threading

@@ -2,7 +2,7 @@
 
 from .act import POLICIES, heads_for, select_action
 from .config import BACKBONES, HEADS, TARGET_HEADS, ModelConfig
-from .model import MouseModel, num_obs_states_for
+from .model import MouseModel
 
 __all__ = [
     "BACKBONES",
@@ -12,6 +12,5 @@ __all__ = [
     "ModelConfig",
     "MouseModel",
     "heads_for",
-    "num_obs_states_for",
     "select_action",
 ]

@@ -16,12 +16,6 @@ from .embed import StepEmbedder
 from .heads import Head, head_out_shape, polyak_
 
 
-def num_obs_states_for(observation_space) -> int | None:
-    """The ``num_obs_states`` argument of MouseModel for a gymnasium observation space."""
-    n = getattr(observation_space, "n", None)
-    return int(n) if n is not None else None
-
-
 class MouseModel(nn.Module):
     """``model(step_stream[B, S]) -> TensorDict[B, S]`` with one entry per configured head.
 
@@ -32,7 +26,7 @@ class MouseModel(nn.Module):
     ``polyak_update`` and no gradient flows through them into the backbone.
 
     ``num_obs_states`` is required for discrete observations (the env's
-    ``observation_space.n``; see ``num_obs_states_for``) and ignored otherwise.
+    ``observation_space.n``, i.e. ``RecordSpec.num_obs_states``) and ignored otherwise.
     """
 
     def __init__(self, cfg: ModelConfig, spec: RecordSpec, heads: tuple[str, ...],

@@ -189,9 +189,9 @@ class StreamReplay:
     def ingest(self, chunk: TensorDict, *, checked: bool = False) -> int:
         """Validate and store a flat ``[N]`` chunk of records; returns N. Nothing is written on error.
 
-        ``checked=True`` skips the per-record checks for a chunk that already passed
-        ``validate_records`` against this spec (``mouse.wire.decode_chunk`` does); stream
-        continuity is still checked, as the buffer's windows depend on it.
+        ``checked=True`` skips the checks for a chunk that already passed
+        ``validate_records`` (continuity included) against this spec, as
+        ``mouse.wire.decode_chunk`` does: the learner's hot path checks each chunk once.
         """
         if not checked:
             self._check(chunk)
@@ -206,7 +206,7 @@ class StreamReplay:
             order = torch.from_numpy(np.argsort(sid, kind="stable"))
             chunk = chunk.apply(lambda x: x.index_select(0, order))
             sid, time, done = _bookkeeping(chunk)
-        if not _consecutive(sid, time, done):  # vectorised; the per-stream report only when it fails
+        if not checked and not _consecutive(sid, time, done):  # the per-stream report only on failure
             raise RecordError(continuity_problems(chunk))
         with self._lock:
             self.buffer.extend(chunk)
