@@ -9,36 +9,34 @@ from __future__ import annotations
 import logging
 import signal
 
-from mouse.actor import Actor, connect
+import torch
+
+from .actor import Actor, connect
 
 log = logging.getLogger("mouse.actor")
 
 
-def main(learner: str, actor_id: int = -1, max_steps: int = 0) -> dict:
+def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "") -> dict:
+    torch.set_num_threads(1)  # many actor processes share a node's cores
+    status = status_file or None
     stop = {"now": False}
     actor = None
 
     def handler(signum, _frame):
         stop["now"] = True
         if actor is not None:
-            actor.stopping = True
+            actor.stop(f"signal {signum}")
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, handler)
     try:
-        cfg, actor_id, sockets, weights, credits = connect(learner, actor_id, stop=lambda: stop["now"])
+        cfg, actor_id, sockets, weights, credits = connect(
+            learner, actor_id, stop=lambda: stop["now"], status_path=status)
     except KeyboardInterrupt:
         return {}
-    actor = Actor(cfg, actor_id, sockets, weights, credits)
-    actor.stopping = stop["now"]
+    actor = Actor(cfg, actor_id, sockets, weights, credits, status_path=status)
+    if stop["now"]:
+        actor.stop("signal before start")
     counters = actor.run(max_steps)
     log.info("actor %d done: %s", actor_id, counters)
     return counters
-
-
-if __name__ == "__main__":
-    import sys
-
-    from mouse.cli import main as cli_main
-
-    cli_main(["actor", *sys.argv[1:]])

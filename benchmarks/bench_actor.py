@@ -22,7 +22,7 @@ import zmq
 
 from mouse import wire
 from mouse.acting import ActingPolicy
-from mouse.actor import Actor, connect
+from actors.actor import Actor, connect
 from mouse.components import build_model
 from mouse.config import EnvConfig, RunConfig, from_dict, to_dict
 from mouse.envs import describe_env, make_vector_env
@@ -31,7 +31,7 @@ from mouse.transport import free_port_base, learner_sockets
 
 def baseline(cfg: RunConfig, steps: int) -> float:
     torch.set_num_threads(1)
-    info = describe_env(cfg.env, cfg.train.dqn.gamma)
+    info = describe_env(cfg.env)
     env = make_vector_env(cfg.env)
     model = build_model(cfg, info).eval()
     policy = ActingPolicy(model, cfg.actor.policy, cfg.acting_context, 0.1)
@@ -78,8 +78,8 @@ def sink(pull, router, cfg: RunConfig, weights, stop: threading.Event, count: li
 def sink_process(port: int, cfg_dict: dict, stop) -> None:
     """The learner side in its own process (as in a real run: no GIL shared with the actor)."""
     cfg = from_dict(RunConfig, cfg_dict)
-    pull, router, pub = learner_sockets(zmq.Context.instance(), "127.0.0.1", port)
-    info = describe_env(cfg.env, cfg.train.dqn.gamma)
+    pull, router, pub = learner_sockets(zmq.Context.instance(), f"tcp://127.0.0.1:{port}")
+    info = describe_env(cfg.env)
     weights = wire.encode_weights(1, build_model(cfg, info).state_dict())
     sink(pull, router, cfg, weights, stop, [0])
     for s in (pull, router, pub):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 def run(actors: int, seconds: float, env: str, extra: list[str]) -> dict:
     run_dir = Path(tempfile.mkdtemp(prefix=f"mouse-e2e-{actors}-"))
-    cmd = [sys.executable, "-m", "mouse.cli", "run", "--run-dir", str(run_dir), "--learner.port", "0",
+    cmd = [sys.executable, "-m", "mouse", "run", "--run-dir", str(run_dir), "--learner.port", "0",
            "--num-actors", str(actors), "--env.env-id", env, "--budget.max-minutes", str(seconds / 60),
            "--budget.max-env-steps", "0", "--budget.solved-return", "inf", "--eval.every-s", "0",
            "--eval.episodes", "2", "--wandb.mode", "disabled", *extra]

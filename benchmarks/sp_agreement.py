@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from mouse.checkpoint import load_checkpoint
+from learner.checkpoint import load_checkpoint
 from mouse.components import build_model
 from mouse.config import RunConfig, from_dict
 from mouse.envs import describe_env, make_vector_env
@@ -69,7 +69,7 @@ def main() -> None:
     a = p.parse_args()
     state = load_checkpoint(a.run_dir / "checkpoint.pt")
     cfg = from_dict(RunConfig, state["config"])
-    info = describe_env(cfg.env, cfg.train.dqn.gamma)
+    info = describe_env(cfg.env)
     if info.q_star_table is None:
         raise SystemExit(f"{cfg.env.env_id} has no exact q_star: nothing to compare the sp head with")
     model = build_model(cfg, info).eval()

@@ -1,16 +1,16 @@
-"""Learner process entry point: `mouse learner [FLAGS]` (or `python -m learner.main`)."""
+"""Learner process entry point: `mouse learner [FLAGS]`: run directory, bind, train, summary."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
 from pathlib import Path
 
 from mouse.config import RunConfig, save_config
-from mouse.learner import Learner
 from mouse.transport import free_port_base
+
+from .learner import Learner
 
 log = logging.getLogger("mouse.learner")
 
@@ -42,6 +42,7 @@ def format_summary(s: dict) -> str:
         f"env steps          {s['env_steps']:,}",
         f"updates            {s['updates']:,} (weights v{s['weights_version']})",
         f"wall time          {s['wall_minutes']:.1f} min",
+        f"stopped by         {s['stop_reason']}",
         f"run directory      {s['run_dir']}",
         f"checkpoint         {s['checkpoint']}",
     ]
@@ -54,26 +55,29 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-def main(cfg: RunConfig, on_ready=None) -> dict:
-    """Run a learner until its budget ends; ``on_ready(address, run_dir)`` is called once it listens."""
-    if cfg.learner.port == 0:  # pick three free consecutive ports
-        cfg = dataclasses.replace(cfg, learner=dataclasses.replace(cfg.learner, port=free_port_base()))
+def learner_address(cfg: RunConfig) -> str:
+    """tcp://HOST:PORT from the config; port 0 picks three free consecutive ports."""
+    port = cfg.learner.port or free_port_base(cfg.learner.host)
+    return f"tcp://{cfg.learner.host}:{port}"
+
+
+def main(cfg: RunConfig, on_ready=None, address: str | None = None, on_learner=None) -> dict:
+    """Run a learner until its budget ends.
+
+    ``address`` defaults to the config's tcp address; ``on_ready(address, run_dir)``
+    is called once it listens, ``on_learner(learner)`` once it exists (the
+    in-process launcher uses it to stop the learner from another thread).
+    """
     run_dir = prepare_run_dir(cfg)
     learner = Learner(cfg, run_dir)
-    address = f"tcp://{cfg.learner.host}:{cfg.learner.port}"
+    address = learner.bind(address or learner_address(cfg))
     log.info("learner listening on %s (device %s); start actors with: mouse actor --learner %s",
              address, learner.device, address)
+    if on_learner is not None:
+        on_learner(learner)
     if on_ready is not None:
         on_ready(address, run_dir)
     summary = learner.run()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), flush=True)
     return summary
-
-
-if __name__ == "__main__":
-    import sys
-
-    from mouse.cli import main as cli_main
-
-    cli_main(["learner", *sys.argv[1:]])

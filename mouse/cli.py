@@ -1,6 +1,6 @@
 """The `mouse` command, generated from the config dataclasses by tyro.
 
-    mouse run     [FLAGS]                  learner + N local actor processes (the main job)
+    mouse run     [FLAGS] [--inproc]       learner + N local actor processes (the main job)
     mouse learner [FLAGS]                  a learner alone (cluster: actors join it)
     mouse actor   --learner tcp://HOST:PORT [--actor-id N]
 
@@ -36,6 +36,12 @@ def _split_config_flag(argv: list[str]) -> tuple[RunConfig, list[str]]:
     return base, rest
 
 
+def parse_run_config(argv: list[str]) -> RunConfig:
+    """The RunConfig that `mouse run ARGV` would use (for scripts and tests)."""
+    base, rest = _split_config_flag(list(argv))
+    return tyro.cli(RunConfig, args=rest, default=base)
+
+
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     level = os.environ.get("MOUSE_LOG", "INFO")
@@ -53,11 +59,16 @@ def main(argv: list[str] | None = None):
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
 
-    def run(cfg: Cfg = base) -> dict:
-        """Run a learner and `num_actors` actor processes on this machine (TCP on loopback)."""
-        from mouse.launch import run_local
+    def run(cfg: Cfg = base, inproc: bool = False) -> dict:
+        """Run a learner and `num_actors` actor processes on this machine (TCP on loopback).
 
-        return run_local(cfg)
+        Args:
+            inproc: Run the actors as threads of this process over inproc:// sockets instead
+                (same wire format and code; for debugging and tests).
+        """
+        from mouse.launch import run_inproc, run_local
+
+        return run_inproc(cfg) if inproc else run_local(cfg)
 
     def learner(cfg: Cfg = base) -> dict:
         """Run a learner; actors on any node join with `mouse actor --learner tcp://HOST:PORT`."""
@@ -65,17 +76,18 @@ def main(argv: list[str] | None = None):
 
         return learner_main(cfg)
 
-    def actor(learner: str, actor_id: int = -1, max_steps: int = 0) -> dict:
+    def actor(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "") -> dict:
         """Run one actor process against a learner (config and weights come from the learner).
 
         Args:
             learner: The learner's address, tcp://HOST:PORT (its records port).
             actor_id: This actor's id (streams are numbered from it); -1 = let the learner assign one.
             max_steps: Stop after this many vector-env steps (0 = until the learner says stop).
+            status_file: Keep this JSON file up to date with the actor's state ("" = none).
         """
         from actors.main import main as actor_main
 
-        return actor_main(learner, actor_id, max_steps)
+        return actor_main(learner, actor_id, max_steps, status_file)
 
     try:
         tyro.extras.subcommand_cli_from_dict({"run": run, "learner": learner, "actor": actor},

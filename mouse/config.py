@@ -36,6 +36,8 @@ class EnvConfig:
     """Actor-side transform stored as xformed_reward (use with use_xformed_reward)."""
     q_star: Literal["auto", "on", "off"] = "auto"
     """Attach exact q_star (value iteration on the env's transition table): auto = when the env has one."""
+    q_star_gamma: float = 0.99
+    """Discount of the exact q_star annotation (its own setting: the TD loss's gamma may differ)."""
 
     def kwargs(self) -> dict:
         try:
@@ -49,6 +51,8 @@ class EnvConfig:
     def __post_init__(self):
         if self.num_envs < 1:
             raise ValueError(f"env.num_envs must be >= 1, got {self.num_envs}")
+        if not 0 <= self.q_star_gamma < 1:
+            raise ValueError(f"env.q_star_gamma must be in [0, 1), got {self.q_star_gamma}")
         self.kwargs()
 
 
@@ -126,6 +130,8 @@ class EvalConfig:
     """Episodes per evaluation (run in parallel as a vector env)."""
     max_steps: int = 10_000
     """Safety cap on steps of one evaluation."""
+    seed: int = 12345
+    """Seed of the evaluation envs and of sampling (the same episodes every evaluation)."""
 
     def __post_init__(self):
         if self.episodes < 1 or self.max_steps < 1:

@@ -47,7 +47,7 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.V
         raise ValueError(f"cannot make env {cfg.env_id!r}: {e}") from None
 
 
-def describe_env(cfg: EnvConfig, gamma: float) -> EnvInfo:
+def describe_env(cfg: EnvConfig) -> EnvInfo:
     """Probe the env once: record spec, action count and (when asked) the exact q_star table."""
     from mouse.qstar import has_transition_table, q_star_table
 
@@ -66,7 +66,7 @@ def describe_env(cfg: EnvConfig, gamma: float) -> EnvInfo:
                 "(supported: FrozenLake, CliffWalking, Taxi); use env.q_star=auto or off"
             )
         use_q = has_table and cfg.q_star != "off"
-        table = q_star_table(env, gamma, num_actions=num_actions) if use_q else None
+        table = q_star_table(env, cfg.q_star_gamma, num_actions=num_actions) if use_q else None
         spec = record_spec_for_env(env.observation_space, env.action_space, num_actions, q_star=use_q)
         return EnvInfo(spec, n, table)
     finally:

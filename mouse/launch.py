@@ -1,4 +1,9 @@
-"""`mouse run`: a learner in this process and N actor OS processes over TCP on loopback."""
+"""`mouse run`: a learner and N actors on this machine, as processes (TCP on loopback)
+or as threads of this process (``--inproc``: ``inproc://`` sockets, same wire and code).
+
+With the command (``mouse.cli``) this is the composition root: the only code that
+imports both sides of the system (``learner`` and ``actors``).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from mouse.config import RunConfig
@@ -14,8 +20,11 @@ from mouse.config import RunConfig
 log = logging.getLogger("mouse.launch")
 
 
-def spawn_actor(address: str, actor_id: int, log_path: Path) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "actors.main", "--learner", address, "--actor-id", str(actor_id)]
+def spawn_actor(address: str, actor_id: int, run_dir: Path) -> subprocess.Popen:
+    """`mouse actor` as a child process: log in actor-N.log, status in actor-N.status.json."""
+    log_path = run_dir / f"actor-{actor_id}.log"
+    cmd = [sys.executable, "-m", "mouse", "actor", "--learner", address, "--actor-id", str(actor_id),
+           "--status-file", str(run_dir / f"actor-{actor_id}.status.json")]
     with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
@@ -40,7 +49,7 @@ def run_local(cfg: RunConfig) -> dict:
 
     def start_actors(address: str, run_dir: Path) -> None:
         for i in range(cfg.num_actors):
-            procs.append(spawn_actor(address, i, run_dir / f"actor-{i}.log"))
+            procs.append(spawn_actor(address, i, run_dir))
         threading.Thread(target=_watch, args=(procs, stop), daemon=True).start()
 
     try:
@@ -58,3 +67,75 @@ def run_local(cfg: RunConfig) -> dict:
                 p.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+class InprocRun:
+    """A learner in the calling thread and ``num_actors`` actor threads over ``inproc://``.
+
+    ``run()`` returns the learner's summary; ``actor_results`` holds each actor's
+    counters (or the exception that ended it). ``stop()`` may be called from any thread.
+    """
+
+    def __init__(self, cfg: RunConfig, name: str | None = None):
+        self.cfg = cfg
+        self.address = f"inproc://mouse-{name or uuid.uuid4().hex[:12]}"
+        self.learner = None
+        self.actors: list = []
+        self.threads: list[threading.Thread] = []
+        self.actor_results: dict[int, object] = {}
+        self._stopped = threading.Event()
+
+    def start_actor(self, actor_id: int = -1, max_steps: int = 0) -> threading.Thread:
+        """One more actor thread joining the learner (ids as for `mouse actor`)."""
+        from actors.actor import Actor, connect
+
+        def run():
+            try:
+                cfg, aid, sockets, weights, credits = connect(
+                    self.address, actor_id, stop=self._stopped.is_set)
+                actor = Actor(cfg, aid, sockets, weights, credits)
+                self.actors.append(actor)
+                if self._stopped.is_set():
+                    actor.stop("the run ended")
+                self.actor_results[aid] = actor.run(max_steps)
+            except KeyboardInterrupt:  # stopped before the learner answered
+                pass
+            except BaseException as e:  # surfaced to the caller via actor_results
+                log.exception("actor thread failed")
+                self.actor_results[actor_id] = e
+
+        t = threading.Thread(target=run, name=f"mouse-actor-{actor_id}", daemon=True)
+        self.threads.append(t)
+        t.start()
+        return t
+
+    def stop(self, reason: str = "stop requested") -> None:
+        self._stopped.set()
+        if self.learner is not None:
+            self.learner.request_stop(reason)
+
+    def _on_learner(self, learner) -> None:
+        self.learner = learner
+        if self._stopped.is_set():
+            learner.request_stop()
+
+    def run(self) -> dict:
+        from learner.main import main as learner_main
+
+        def start_actors(_address: str, _run_dir: Path) -> None:
+            for i in range(self.cfg.num_actors):
+                self.start_actor(i)
+
+        try:
+            return learner_main(self.cfg, on_ready=start_actors, address=self.address,
+                                on_learner=self._on_learner)
+        finally:
+            self._stopped.set()
+            for a in list(self.actors):
+                a.stop("the run ended")
+            for t in self.threads:
+                t.join(timeout=10)
+
+
+def run_inproc(cfg: RunConfig) -> dict:
+    return InprocRun(cfg).run()

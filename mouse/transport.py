@@ -4,11 +4,16 @@
     actor  DEALER ◄──hello/heartbeat, reply──► ROUTER  learner  port P+1
     actor  SUB    ◄──────weights (vN)────────  PUB     learner  port P+2
 
-Records use PUSH/PULL; flow control is by credits (see ``mouse.ingest``): an
+Records use PUSH/PULL; flow control is by credits (see ``learner.ingest``): an
 actor sends a chunk only with a credit, and the learner returns one per chunk
 stored while training keeps up, so memory and policy lag stay bounded. A new actor says hello on the control
 socket and is answered with the current weights at once, so it never waits
 for the next broadcast (PUB/SUB drops what was sent before a subscriber joined).
+
+The same sockets run over ``inproc://NAME`` (learner and actors as threads of
+one process: ``mouse run --inproc`` and most system tests) with the same wire
+format and code paths; the three endpoints are then ``inproc://NAME/records``,
+``/control`` and ``/weights``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import zmq
 
 RECORDS, CONTROL, WEIGHTS = 0, 1, 2
 # bounded queues: a slow learner slows the actors rather than growing memory
-# safety limits only: credits (mouse.ingest) keep far fewer chunks than this in flight
+# safety limits only: credits (learner.ingest) keep far fewer chunks than this in flight
 LEARNER_RCVHWM = 256
 ACTOR_SNDHWM = 64
 MAX_MESSAGE_BYTES = 1 << 30  # a peer sending more is disconnected by zmq
@@ -35,17 +40,20 @@ class Endpoints:
 
 
 def endpoints(address: str) -> Endpoints:
-    """'tcp://HOST:PORT' (the records port) -> the three endpoints of a learner."""
+    """'tcp://HOST:PORT' (the records port) or 'inproc://NAME' -> the three endpoints of a learner."""
+    m = re.fullmatch(r"inproc://([A-Za-z0-9_.-]+)", address)
+    if m:
+        return Endpoints(f"{address}/records", f"{address}/control", f"{address}/weights")
     m = re.fullmatch(r"(tcp://[^:/]+|tcp://\[[^\]]+\]):(\d+)", address)
     if not m:
-        raise ValueError(f"learner address must look like tcp://HOST:PORT, got {address!r}")
+        raise ValueError(f"learner address must look like tcp://HOST:PORT or inproc://NAME, got {address!r}")
     host, port = m.group(1), int(m.group(2))
     return Endpoints(f"{host}:{port}", f"{host}:{port + 1}", f"{host}:{port + 2}")
 
 
-def learner_sockets(ctx: zmq.Context, host: str, port: int):
-    """Bind the learner's PULL, ROUTER and PUB sockets; clear error when a port is taken."""
-    ep = endpoints(f"tcp://{host}:{port}")
+def learner_sockets(ctx: zmq.Context, address: str):
+    """Bind the learner's PULL, ROUTER and PUB sockets at ``address``; clear error when taken."""
+    ep = endpoints(address)
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, LEARNER_RCVHWM)
     router = ctx.socket(zmq.ROUTER)

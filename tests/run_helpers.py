@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -54,14 +53,14 @@ def mouse_env(log_level: str = "INFO") -> dict:
 
 
 class Proc:
-    """`python -m mouse.cli ARGS` in its own process group; output in NAME.out / NAME.err."""
+    """`python -m mouse ARGS` in its own process group; output in NAME.out / NAME.err."""
 
     def __init__(self, name: str, args, log_dir: Path, log_level: str = "INFO"):
         self.name = name
         self.out_path, self.err_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "mouse.cli", *map(str, args)], stdout=out, stderr=err,
+                [sys.executable, "-m", "mouse", *map(str, args)], stdout=out, stderr=err,
                 stdin=subprocess.DEVNULL, cwd=REPO, env=mouse_env(log_level), start_new_session=True)
 
     @property
@@ -121,11 +120,6 @@ def wait_for(cond, timeout: float, what: str, procs=()) -> None:
         time.sleep(0.2)
 
 
-def updates_printed(text: str) -> int:
-    """Highest update count in the learner's console lines ("... | updates 12 | ...")."""
-    return max((int(m.replace(",", "")) for m in re.findall(r"\bupdates ([\d,]+)", text)), default=0)
-
-
 # --- processes by pid (Linux /proc; no psutil) ----------------------------------------------
 
 def _stat(pid: int) -> list[str] | None:
@@ -150,7 +144,7 @@ def cmdline(pid: int) -> list[str]:
 
 
 def actor_children(parent: int) -> dict[int, int]:
-    """{actor id: pid} of the `python -m actors.main ... --actor-id N` children of ``parent``."""
+    """{actor id: pid} of the `python -m mouse actor ... --actor-id N` children of ``parent``."""
     found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -159,7 +153,7 @@ def actor_children(parent: int) -> dict[int, int]:
         if st is None or int(st[1]) != parent:
             continue
         cmd = cmdline(int(entry.name))
-        if "actors.main" in cmd and "--actor-id" in cmd:
+        if "actor" in cmd and "--actor-id" in cmd:
             found[int(cmd[cmd.index("--actor-id") + 1])] = int(entry.name)
     return found
 

@@ -16,12 +16,14 @@ import torch
 import zmq
 
 from mouse import wire
-from mouse.components import build_model, make_replay
+from mouse.components import build_model
+from mouse.replay import make_replay_buffer
 from mouse.config import EnvConfig, RunConfig, from_dict, load_config
 from mouse.envs import describe_env
 from mouse.transport import endpoints, free_port_base
+from mouse.status import read_status
 from tests.run_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, read_summary,
-                                 stream_records, updates_printed, wait_for)
+                                 stream_records, wait_for)
 
 START_S = 120  # generous: another job may be using both cores while torch imports
 RUN_S = 180
@@ -45,11 +47,16 @@ def log_text(path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def status(path) -> dict:
+    """The status file at ``path`` ({} before the program has written one)."""
+    return read_status(path) or {}
+
+
 def load_checkpoint_model(path):
     """The checkpoint loads with weights_only=True into a model built from its own config."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     cfg = from_dict(RunConfig, state["config"])
-    build_model(cfg, describe_env(cfg.env, cfg.train.dqn.gamma)).load_state_dict(state["model"])
+    build_model(cfg, describe_env(cfg.env)).load_state_dict(state["model"])
     return state
 
 
@@ -139,20 +146,21 @@ def bad_messages(spec) -> list[tuple[str, str, list, str]]:
 def hostile_run(tmp_path_factory):
     """A learner (2000-step budget) that gets every bad message, then one real actor to finish it.
 
-    The actor starts only once the learner has logged rejecting both END_MARKS (MOUSE_LOG=DEBUG
-    logs every rejection), so the budget cannot end before every bad message is counted.
+    The actor starts only once the learner's status file counts every rejection, so the budget
+    cannot end before every bad message is counted.
     """
     tmp = tmp_path_factory.mktemp("hostile")
     run_dir, port = tmp / "run", free_port_base()
-    messages = bad_messages(describe_env(EnvConfig(), 0.99).spec)
+    messages = bad_messages(describe_env(EnvConfig()).spec)
     started, socks, ctx = [], [], zmq.Context()
     try:
         learner = Proc("learner", [
             "learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
             "--replay.capacity", REPLAY_CAPACITY, "--learner.save-replay",
-            "--budget.max-env-steps", HOSTILE_BUDGET, "--budget.max-minutes", 2], tmp, log_level="DEBUG")
+            "--budget.max-env-steps", HOSTILE_BUDGET, "--budget.max-minutes", 2], tmp)
         started.append(learner)
-        wait_for(lambda: "learner listening" in learner.err(), START_S, "the learner to listen", [learner])
+        wait_for(lambda: status(run_dir / "status.json").get("state") == "running", START_S,
+                 "the learner to run", [learner])
         ep = endpoints(f"tcp://127.0.0.1:{port}")
         push, dealer = ctx.socket(zmq.PUSH), ctx.socket(zmq.DEALER)
         socks += [push, dealer]
@@ -160,8 +168,9 @@ def hostile_run(tmp_path_factory):
         dealer.connect(ep.control)
         for where, _, frames, _ in messages:
             (push if where == "records" else dealer).send_multipart(frames)
-        wait_for(lambda: all(repr(mark) in learner.err() for mark in END_MARKS.values()), 60,
-                 "the learner to reject both end marks", [learner])
+        expected = dict(collections.Counter(reason for *_, reason in messages))
+        wait_for(lambda: status(run_dir / "status.json").get("rejected") == expected, 60,
+                 "the learner to count every bad message", [learner])
         actor = Proc("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0], tmp)
         started.append(actor)
         code = learner.exit_code(RUN_S)
@@ -196,7 +205,7 @@ def test_no_bad_record_reaches_the_replay(hostile_run):
     """The replay saved at shutdown holds exactly the real actor's records, all finite."""
     s = read_summary(hostile_run.run_dir)
     cfg = load_config(hostile_run.run_dir / "config.json")
-    replay, _ = make_replay(cfg, describe_env(cfg.env, cfg.train.dqn.gamma).spec)
+    replay = make_replay_buffer(cfg.replay, describe_env(cfg.env).spec, seq_len=cfg.train.seq_len)
     replay.restore(hostile_run.run_dir / "replay")
     assert len(replay) == s["env_steps"] < REPLAY_CAPACITY  # nothing overwritten: all of it is here
     rows = replay.storage[:]
@@ -218,20 +227,23 @@ def test_learner_outlives_a_killed_actor(tmp_path, procs):
     alone before the other is in. Actor 1 is SIGKILLed as soon as it has joined."""
     run_dir, port = tmp_path / "run", free_port_base()
     address = f"tcp://127.0.0.1:{port}"
-    actors = [procs(f"actor-{i}", ["actor", "--learner", address, "--actor-id", i]) for i in (0, 1)]
-    wait_for(lambda: all("no answer from the learner" in a.err() for a in actors), START_S,
+    st = [tmp_path / f"actor-{i}.status.json" for i in (0, 1)]
+    actors = [procs(f"actor-{i}", ["actor", "--learner", address, "--actor-id", i, "--status-file", st[i]])
+              for i in (0, 1)]
+    wait_for(lambda: all(status(p).get("state") == "connecting" for p in st), START_S,
              "both actors to wait for the learner", actors)
     learner = procs("learner", ["learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
                                 "--budget.max-env-steps", 3000, "--budget.max-minutes", 2])
-    wait_for(lambda: "actor 1 connected to" in actors[1].err(), START_S, "actor 1 to join",
+    wait_for(lambda: status(st[1]).get("state") == "running", START_S, "actor 1 to join",
              [learner, *actors])
     os.kill(actors[1].pid, signal.SIGKILL)
-    assert "budget:" not in learner.err() and learner.popen.poll() is None, "killed after the run ended"
+    assert learner.popen.poll() is None and not status(run_dir / "status.json").get("stop_reason"), \
+        "killed after the run ended"
 
     assert learner.wait(RUN_S) == 0, learner.logs() + actors[0].logs()
     assert actors[1].popen.wait(10) == -signal.SIGKILL
     assert actors[0].wait(30) == 0, actors[0].logs()
-    assert "the learner asked to stop" in actors[0].err()
+    assert status(st[0])["stop_reason"] == "the learner asked to stop"
     assert "Traceback" not in learner.err()
     s = read_summary(run_dir)
     assert s["env_steps"] >= 3000 and s["updates"] > 0, s
@@ -245,8 +257,10 @@ def test_learner_outlives_a_killed_actor(tmp_path, procs):
 
 def test_actor_started_before_the_learner_joins_it(tmp_path, procs):
     run_dir, port = tmp_path / "run", free_port_base()
-    actor = procs("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0])
-    wait_for(lambda: "no answer from the learner" in actor.err(), START_S, "the actor to wait", [actor])
+    st = tmp_path / "actor.status.json"
+    actor = procs("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0,
+                            "--status-file", st])
+    wait_for(lambda: status(st).get("state") == "connecting", START_S, "the actor to wait", [actor])
     learner = procs("learner", ["learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
                                 "--budget.max-env-steps", 3000, "--budget.max-minutes", 2])
     assert learner.wait(RUN_S) == 0, learner.logs() + actor.logs()
@@ -256,7 +270,7 @@ def test_actor_started_before_the_learner_joins_it(tmp_path, procs):
     assert s["streams_seen"] == list(range(NUM_ENVS))
     assert s["actor_versions"]["0"] > 0, s["actor_versions"]  # it acted with trained weights
     assert s["rejected"] == {}
-    assert "actor 0 connected to" in actor.err() and "the learner asked to stop" in actor.err()
+    assert status(st)["state"] == "stopped" and status(st)["stop_reason"] == "the learner asked to stop"
 
 
 # --- 4. Ctrl-C ------------------------------------------------------------------------------
@@ -268,30 +282,33 @@ def test_sigint_stops_a_run_cleanly(tmp_path, procs, target):
     run = procs("run", ["run", "--run-dir", run_dir, "--learner.port", 0, "--num-actors", 2, *SMALL,
                         "--budget.max-env-steps", 0, "--budget.max-minutes", 3])
     logs = [run_dir / f"actor-{i}.log" for i in range(2)]
-    wait_for(lambda: all("connected to" in log_text(p) for p in logs), START_S, "both actors", [run])
+    st = [run_dir / f"actor-{i}.status.json" for i in range(2)]
+    wait_for(lambda: all(status(p).get("state") == "running" for p in st), START_S, "both actors", [run])
     pids = actor_children(run.pid)
     assert set(pids) == {0, 1}, pids
     commands = {pid: cmdline(pid) for pid in pids.values()}
-    wait_for(lambda: updates_printed(run.out()) > 0, RUN_S, "the first updates", [run])
+    wait_for(lambda: status(run_dir / "status.json").get("updates", 0) > 0, RUN_S, "the first updates", [run])
 
     (os.killpg if target == "process group" else os.kill)(run.pid, signal.SIGINT)
     code = run.wait(60)
     assert code == 0, run.logs()  # the learner handles SIGINT and returns normally (130 is only
     # for a Ctrl-C before its handler is installed, mouse.cli)
-    assert "stopping cleanly" in run.err() and "Traceback" not in run.err()
-    assert "== mouse run finished ==" in run.out()
+    assert "Traceback" not in run.err()
     s = read_summary(run_dir)
+    assert s["stop_reason"] == f"signal {int(signal.SIGINT)}"
+    assert status(run_dir / "status.json")["state"] == "finished"
     state = load_checkpoint_model(run_dir / "checkpoint.pt")
     assert state["updates"] == s["updates"] > 0
     left = [pid for pid in commands if alive(pid) and cmdline(pid) == commands[pid]]
     assert not left, f"actor processes still running: {left}"
-    for i, path in enumerate(logs):
-        text = log_text(path)
-        assert f"actor {i} done" in text and "Traceback" not in text, text[-2000:]
+    for path, st_path in zip(logs, st):
+        assert "Traceback" not in log_text(path), log_text(path)[-2000:]
+        actor = status(st_path)
+        assert actor["state"] == "stopped", actor  # it stopped by itself, not killed by the launcher
         if target == "learner only":  # the actors did not get the signal: the learner told them
-            assert "the learner asked to stop" in text, text[-2000:]
-        # ...and they left while the learner still listened, not when the launcher killed them
-        assert f"actor {i} said bye" in run.err(), run.logs()
+            assert actor["stop_reason"] == "the learner asked to stop", actor
+        else:
+            assert actor["stop_reason"] in ("the learner asked to stop", f"signal {int(signal.SIGINT)}")
 
 
 # --- 5. clear errors at start -----------------------------------------------------------------

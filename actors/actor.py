@@ -1,8 +1,9 @@
-"""The actor loop: step a vector env, act from the local model, stream records.
+"""The actor's transport: connect to the learner, send chunks with credits, take weights.
 
-One actor process owns ``env.num_envs`` streams with run-unique ids
-``actor_id * num_envs + j``. Records leave in chunks of ``chunk_steps`` vector
-steps (stream-major, so each stream's records are consecutive in the chunk).
+The stepping, acting and chunking are ``actors.stepper.Stepper``'s; this module
+owns the sockets around it: the hello/welcome handshake, credit flow control,
+heartbeats, weights and the learner's "stop". It works the same over
+``tcp://`` (actor processes) and ``inproc://`` (actor threads of ``mouse run --inproc``).
 """
 
 from __future__ import annotations
@@ -12,17 +13,16 @@ import os
 import socket
 import time
 
-import numpy as np
-import torch
 import zmq
 
 from mouse import wire
-from mouse.acting import ActingPolicy, ape_x_epsilons
 from mouse.components import build_model
 from mouse.config import RunConfig, from_dict
-from mouse.envs import REWARD_TRANSFORMS, describe_env, make_vector_env
-from mouse.records import StreamRecorder
+from mouse.envs import describe_env
+from mouse.status import write_status
 from mouse.transport import actor_sockets, drain_latest
+
+from .stepper import Stepper
 
 log = logging.getLogger("mouse.actor")
 
@@ -35,14 +35,16 @@ def _send_control(dealer: zmq.Socket, kind: str, body: dict) -> None:
         pass
 
 
-def connect(learner: str, actor_id: int = -1, stop=lambda: False):
+def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=None):
     """Say hello until the learner answers (it may start later than the actor).
 
     The learner's welcome carries the run's config (actors and learner build the
     model from the same one) and the actor id (assigned when ``actor_id`` < 0),
     followed at once by the current weights.
+    ``status_path`` (optional) gets a status file saying the actor is connecting.
     Returns (cfg, actor_id, sockets, weights frames, credits).
     """
+    write_status(status_path, {"state": "connecting", "learner": learner, "actor_id": actor_id})
     ctx = zmq.Context.instance()
     sockets = actor_sockets(ctx, learner)
     dealer = sockets[1]
@@ -73,34 +75,42 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False):
 
 
 class Actor:
-    """Acts in ``cfg.env`` as actor ``actor_id`` over connected ``sockets`` (see ``connect``)."""
+    """Acts in ``cfg.env`` as actor ``actor_id`` over connected ``sockets`` (see ``connect``).
 
-    def __init__(self, cfg: RunConfig, actor_id: int, sockets, weights=None, credits: int = 4):
-        self.cfg, self.actor_id = cfg, actor_id
+    ``stop(reason)`` may be called from outside (a signal handler, the in-process
+    launcher): the actor then flushes what it holds, says bye and returns from ``run``.
+    ``status_path`` (optional) is a status file kept up to date at every heartbeat.
+    """
+
+    def __init__(self, cfg: RunConfig, actor_id: int, sockets, weights=None, credits: int = 4,
+                 clock=time.monotonic, status_path=None):
+        self.cfg, self.actor_id, self.clock, self.status_path = cfg, actor_id, clock, status_path
         self.push, self.dealer, self.sub = sockets
-        torch.set_num_threads(1)  # many actors share a node's cores
-        self.info = describe_env(cfg.env, cfg.train.dqn.gamma)
-        n = cfg.env.num_envs
-        self.stream_ids = torch.arange(n) + actor_id * n
-        self.env = make_vector_env(cfg.env)
+        self.info = describe_env(cfg.env)
         self.model = build_model(cfg, self.info).eval()
-        # Ape-X slot: actors beyond num_actors (added later) reuse the slots' spread of epsilons
-        slots = max(cfg.num_actors, 1)
-        eps = ape_x_epsilons(cfg.actor.epsilon, cfg.actor.epsilon_alpha, (actor_id % slots) * n, n, slots * n)
-        self.seed = cfg.actor.seed + 1000 * actor_id
-        self.policy = ActingPolicy(self.model, cfg.actor.policy, cfg.acting_context, eps, self.seed)
-        self.recorder = StreamRecorder(
-            self.info.spec, self.stream_ids, self.info.num_env_actions,
-            REWARD_TRANSFORMS[cfg.env.reward_transform], self.info.q_star_table,
-        )
-        self.version = -1
+        self.stepper = Stepper(cfg, actor_id, self.info, self.model)
         if weights is not None:
             self._load_weights(weights)
         self.credits = credits  # record chunks we may still send before the learner acks
-        self.last_heard = time.monotonic()  # any reply or weights from the learner
+        self.last_heard = clock()  # any reply or weights from the learner
         self.next_beat = 0.0
         self.stopping = False
+        self.stop_reason: str | None = None
         self.counters = {"env_steps": 0, "chunks_sent": 0, "send_blocked_s": 0.0, "episodes": 0}
+
+    def stop(self, reason: str) -> None:
+        if not self.stopping:
+            self.stop_reason = reason
+            self.stopping = True
+
+    def _write_status(self, state: str) -> None:
+        write_status(self.status_path, {
+            "state": state, "actor_id": self.actor_id, "version": self.version,
+            "credits": self.credits, "stop_reason": self.stop_reason, **self.counters})
+
+    @property
+    def version(self) -> int:
+        return self.stepper.version
 
     # --- weights ---------------------------------------------------------------------
     def _load_weights(self, frames) -> None:
@@ -108,12 +118,12 @@ class Actor:
         if version <= self.version:  # out of order or repeated: weights only move forward
             return
         self.model.load_state_dict(state)
-        self.version = version
+        self.stepper.version = version
 
     def _take_weights(self) -> None:
         latest = drain_latest(self.sub)
         if latest is not None:
-            self.last_heard = time.monotonic()
+            self.last_heard = self.clock()
             self._load_weights(latest)
 
     def _handle_replies(self) -> None:
@@ -121,22 +131,24 @@ class Actor:
             self._handle_reply(self.dealer.recv_multipart(copy=False))
 
     def _heartbeat(self) -> None:
-        if time.monotonic() < self.next_beat:
+        if self.clock() < self.next_beat:
             return
-        self.next_beat = time.monotonic() + self.cfg.actor.heartbeat_s
+        self.next_beat = self.clock() + self.cfg.actor.heartbeat_s
+        self.counters["env_steps"] = self.stepper.env_steps
+        self._write_status("stopping" if self.stopping else "running")
         _send_control(self.dealer, "heartbeat",
                       {"actor_id": self.actor_id, "counters": {"version": self.version, **self.counters}})
 
     def _learner_gone(self) -> bool:
         """True (and stopping) once the learner has been silent for learner_timeout_s."""
         timeout = self.cfg.actor.learner_timeout_s
-        if timeout and time.monotonic() - self.last_heard > timeout and not self.stopping:
+        if timeout and self.clock() - self.last_heard > timeout and not self.stopping:
             log.error("actor %d: no word from the learner for %.0fs, stopping", self.actor_id, timeout)
-            self.stopping = True
+            self.stop(f"no word from the learner for {timeout:g}s")
         return self.stopping
 
     def _handle_reply(self, frames) -> None:
-        self.last_heard = time.monotonic()
+        self.last_heard = self.clock()
         if wire.is_weights(frames):
             return self._load_weights(frames)
         kind, body = wire.decode_control(frames)
@@ -144,23 +156,23 @@ class Actor:
             self.credits += body["credits"]
         elif kind == "stop" and not self.stopping:
             log.info("actor %d: the learner asked to stop", self.actor_id)
-            self.stopping = True
+            self.stop("the learner asked to stop")
 
     # --- sending -----------------------------------------------------------------------
     def _wait_for_credit(self) -> None:
         """Explicit backpressure: a chunk leaves only with a credit from the learner."""
-        start = time.monotonic()
+        start = self.clock()
         while self.credits <= 0 and not self._learner_gone():
             if self.dealer.poll(50):
                 self._handle_replies()
             self._take_weights()  # the newest weights are waiting too
             self._heartbeat()  # the learner must keep hearing from a throttled actor
-        self.counters["send_blocked_s"] += time.monotonic() - start
+        self.counters["send_blocked_s"] += self.clock() - start
 
     def _send(self, frames, flush_s: float = 2.0) -> bool:
         """Send without ever hanging on a gone learner: once stopping, give up after ``flush_s``."""
-        start = time.monotonic()
-        while not self.stopping or time.monotonic() - start < flush_s:
+        start = self.clock()
+        while not self.stopping or self.clock() - start < flush_s:
             try:
                 self.push.send_multipart(frames, zmq.NOBLOCK, copy=False)
                 return True
@@ -171,6 +183,7 @@ class Actor:
     # --- main loop -----------------------------------------------------------------------
     def run(self, max_steps: int = 0) -> dict:
         """Act until stopped (or for ``max_steps`` vector steps); returns the counters."""
+        self._write_status("running")
         try:
             self._loop(max_steps)
             _send_control(self.dealer, "bye", {"actor_id": self.actor_id})
@@ -178,47 +191,34 @@ class Actor:
             # linger: the last chunk and the bye are only queued; let zmq deliver them
             for sock, linger_ms in ((self.push, 2000), (self.dealer, 1000), (self.sub, 0)):
                 sock.close(linger_ms)
-            self.env.close()
+            self.stepper.close()
+        self.counters["env_steps"] = self.stepper.env_steps
+        if self.stop_reason is None:
+            self.stop_reason = f"max_steps={max_steps} reached" if max_steps > 0 else "stopped"
+        self._write_status("stopped")
         return self.counters
 
     def _loop(self, max_steps: int) -> None:
-        n = self.cfg.env.num_envs
-        obs, _ = self.env.reset(seed=self.seed)
-        rec = self.recorder.reset(obs, self.version)
-        pending, episodes = [rec], []
-        # episode bookkeeping in numpy: per-step torch ops on [N] tensors cost more than the step
-        ep_return, ep_len = np.zeros(n), np.zeros(n, dtype=np.int64)
-        steps = 0
+        stepper, steps = self.stepper, 0
+        stepper.reset()
         while not self.stopping and (max_steps <= 0 or steps < max_steps):
             if self.sub.poll(0):
                 self._take_weights()
-            action = self.policy.act(rec)
-            obs, reward, term, trunc, _ = self.env.step(action.numpy())
-            rec = self.recorder.step(action, obs, reward, term, trunc, self.version)
+            stepper.step()
             steps += 1
-            self.counters["env_steps"] += n
-            pending.append(rec)
-            ep_return += rec["reward"].numpy()
-            ep_len += rec["time"].numpy() > 0
-            for j in np.flatnonzero(rec["done"].numpy()).tolist():
-                episodes.append({"stream_id": int(self.stream_ids[j]), "return": float(ep_return[j]),
-                                 "length": int(ep_len[j]), "policy_version": self.version})
-                ep_return[j], ep_len[j] = 0.0, 0
-            if len(pending) >= self.cfg.actor.chunk_steps:
+            if stepper.ready():
                 self._handle_replies()  # credits and "stop" arrive as replies
-                self._flush(pending, episodes)
-                pending, episodes = [], []
-            if time.monotonic() >= self.next_beat:
+                self._flush()
+            if self.clock() >= self.next_beat:
                 self._heartbeat()
                 self._handle_replies()
                 self._learner_gone()
-        if pending or episodes:  # nothing lost on a clean stop (the learner drains while stopping)
-            self._flush(pending, episodes)
+        self._flush()  # nothing lost on a clean stop (the learner drains while stopping)
 
-    def _flush(self, pending: list, episodes: list) -> None:
-        if pending:
+    def _flush(self) -> None:
+        chunk, episodes = self.stepper.take()
+        if chunk is not None:
             self._wait_for_credit()
-            chunk = torch.stack(pending, dim=1).reshape(-1)  # [N, K] -> [N*K], stream-major
             if self._send(wire.encode_chunk(chunk, self.actor_id)):
                 self.counters["chunks_sent"] += 1
                 self.credits -= 1

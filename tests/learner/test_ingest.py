@@ -19,7 +19,7 @@ import torch
 import zmq
 
 from mouse import wire
-from mouse.ingest import IngestServer
+from learner.ingest import IngestServer
 from mouse.records import RecordSpec, StreamRecorder
 from mouse.replay import ReplayConfig, make_replay_buffer
 from mouse.transport import actor_sockets, free_port_base, learner_sockets
@@ -155,7 +155,7 @@ def bind_learner(ctx: zmq.Context):
     for _ in range(5):  # a port free a moment ago may be taken by the time we bind
         port = free_port_base()
         try:
-            return port, learner_sockets(ctx, "127.0.0.1", port)
+            return port, learner_sockets(ctx, f"tcp://127.0.0.1:{port}")
         except ValueError:
             continue
     raise RuntimeError("could not bind the learner's sockets")
