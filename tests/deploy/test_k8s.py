@@ -15,6 +15,8 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -175,6 +177,29 @@ def test_yaml_files_pass_yamllint():
     problems = [f"{p.relative_to(ROOT)}:{prob.line}:{prob.column}: [{prob.level}] {prob.desc} ({prob.rule})"
                 for p in files for prob in yamllint_linter.run(p.read_text(), conf, str(p))]
     assert not problems, "yamllint:\n" + "\n".join(problems)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None,
+                    reason="kubectl is not installed (it renders the kustomization offline)")
+def test_kustomization_renders_what_apply_would_send():
+    out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, f"kubectl kustomize {K8S}: {out.stderr}"
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    _require_kubernetes_validate()
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+    by_kind = {d["kind"]: d for d in docs}
+    assert sorted(by_kind) == ["ConfigMap", "Deployment", "Service", "StatefulSet"]
+    # the generated ConfigMap (name + content hash) is the one the learner mounts
+    cm = by_kind["ConfigMap"]
+    assert cm["data"]["run.json"] == (K8S / "run.json").read_text()
+    assert _volume(by_kind["StatefulSet"], "configMap")["configMap"]["name"] == cm["metadata"]["name"]
+    assert cm["metadata"]["name"].startswith("mouse-run-config-")
+    # the images are the kustomization's
+    images = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in _kustomization()["images"]}
+    assert _container(by_kind["StatefulSet"])["image"] == images["mouse-learner"]
+    assert _container(by_kind["Deployment"])["image"] == images["mouse-actor"]
 
 
 # --- wiring ------------------------------------------------------------------------------------
