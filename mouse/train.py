@@ -2,7 +2,8 @@
 
 Pure of processes and sockets: ``train_step`` takes a model, its optimizer, one
 ``TensorDict[B, S]`` batch of windows and a frozen config, and returns the
-metrics of that update as floats.
+metrics of that update as floats. Which heads there are, and their losses, comes
+from the registry in ``mouse.heads``.
 """
 
 from __future__ import annotations
@@ -11,16 +12,19 @@ from dataclasses import dataclass, field
 
 import torch
 from tensordict import TensorDict
-from torch import nn
+from torch import Tensor, nn
 
-from mouse.losses.dqn import DqnLossConfig, dqn_loss
-from mouse.losses.sp import SpLossConfig, sp_loss
-from mouse.losses.sv import SvLossConfig, sv_loss
-from mouse.losses.vec_dqn import VecDqnLossConfig, vec_dqn_loss
+from mouse import heads as registry
+from mouse.losses.common import metrics_dict
+from mouse.losses.dqn import DqnLossConfig
+from mouse.losses.sp import SpLossConfig
+from mouse.losses.sv import SvLossConfig
+from mouse.losses.vec_dqn import VecDqnLossConfig
 
-LOSS_HEADS = ("dqn", "vec_dqn", "sp", "sv")
+# the heads registered at import (the built-ins); the code below reads the registry
+LOSS_HEADS = registry.head_names()
 # the supervised heads learn from the actors' exact q_star annotation
-NEEDS_Q_STAR = ("sp", "sv")
+NEEDS_Q_STAR = tuple(h.name for h in registry.all_heads() if h.needs_q_star)
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,12 @@ class TrainConfig:
             raise ValueError(f"seq_len must be >= 2 (a transition pairs step t with t+1), "
                              f"got {self.seq_len}")
         if not self.active_heads():
-            raise ValueError(f"at least one loss weight must be > 0 among {LOSS_HEADS}")
+            raise ValueError(f"at least one loss weight must be > 0 among "
+                             f"{registry.head_names()}")
 
     def active_heads(self) -> tuple[str, ...]:
         """Heads whose loss has weight > 0, in canonical order."""
-        return tuple(h for h in LOSS_HEADS if getattr(self, h).weight > 0)
+        return registry.active_heads(self)
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -74,47 +79,62 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _check_batch(batch: TensorDict, cfg: TrainConfig) -> None:
-    for h in NEEDS_Q_STAR:
-        if getattr(cfg, h).weight > 0 and "q_star" not in batch.keys():
+    for h in cfg.active_heads():
+        if registry.get(h).needs_q_star and "q_star" not in batch.keys():
+            weight = registry.loss_config(cfg, registry.get(h)).weight
             raise KeyError(
-                f"the {h} loss has weight {getattr(cfg, h).weight} > 0 but the batch has no "
-                f"'q_star' (keys: {sorted(batch.keys())}); run an env with exact q_star "
+                f"the {h} loss has weight {weight} > 0 but the batch has no 'q_star' "
+                f"(keys: {sorted(batch.keys())}); run an env with exact q_star "
                 f"annotation or set train.{h}.weight = 0")
 
 
 def _check_outputs(out: TensorDict, cfg: TrainConfig) -> None:
     present = set(out.keys())
     for h in cfg.active_heads():
-        need = [h, f"{h}_target"] if h in ("dqn", "vec_dqn") else [h]
-        missing = [k for k in need if k not in present]
+        missing = [k for k in registry.get(h).outputs if k not in present]
         if missing:
+            weight = registry.loss_config(cfg, registry.get(h)).weight
             raise KeyError(
-                f"the {h} loss has weight {getattr(cfg, h).weight} > 0 but the model output "
-                f"has no {missing} (outputs: {sorted(present)}); build the model with "
+                f"the {h} loss has weight {weight} > 0 but the model output has no {missing} "
+                f"(outputs: {sorted(present)}); build the model with "
                 "heads=heads_for(train_cfg, policy)")
 
 
-def combined_loss(batch: TensorDict, out: TensorDict,
-                  cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """``Σ cfg.<head>.weight · loss`` over heads with weight > 0; metrics as ``loss/<head>/<name>``."""
-    _check_batch(batch, cfg)
-    _check_outputs(out, cfg)
-    terms: list[torch.Tensor] = []
-    metrics: dict[str, float] = {}
+def _weighted_sum(batch: TensorDict, out: TensorDict,
+                  cfg: TrainConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    terms: list[Tensor] = []
+    metrics: dict[str, Tensor] = {}
     for h in cfg.active_heads():
-        hcfg = getattr(cfg, h)
-        if h == "dqn":
-            loss, m = dqn_loss(batch, out, hcfg)
-        elif h == "vec_dqn":
-            loss, m = vec_dqn_loss(batch, out["vec_dqn"], out["vec_dqn_target"], hcfg)
-        elif h == "sp":
-            loss, m = sp_loss(batch, out["sp"], hcfg)
-        else:
-            loss, m = sv_loss(batch, out["sv"], hcfg)
+        head = registry.get(h)
+        hcfg = registry.loss_config(cfg, head)
+        loss, m = head.loss(batch, out, hcfg)
         terms.append(hcfg.weight * loss)
         metrics.update({f"loss/{h}/{k}": v for k, v in m.items()})
     total = terms[0] if len(terms) == 1 else torch.stack(terms).sum()
     return total, metrics
+
+
+def combined_loss(batch: TensorDict, out: TensorDict,
+                  cfg: TrainConfig) -> tuple[Tensor, dict[str, float]]:
+    """``Σ cfg.<head>.weight · loss`` over heads with weight > 0; metrics as ``loss/<head>/<name>``."""
+    _check_batch(batch, cfg)
+    _check_outputs(out, cfg)
+    total, metrics = _weighted_sum(batch, out, cfg)
+    return total, metrics_dict(metrics)
+
+
+def _grad_norm(optimizer: torch.optim.Optimizer, grad_clip: float) -> Tensor:
+    """Global gradient norm before clipping (clipped in place when grad_clip > 0)."""
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    if grad_clip > 0:
+        return nn.utils.clip_grad_norm_(params, grad_clip, foreach=True)
+    return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
+
+
+def _polyak_taus(cfg: TrainConfig) -> dict[str, float]:
+    """``<head>_tau`` for each target head, from its loss config."""
+    return {f"{h.name}_tau": registry.loss_config(cfg, h).tau for h in registry.all_heads()
+            if h.has_target and registry.loss_config(cfg, h) is not None}
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TensorDict,
@@ -123,19 +143,13 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tensor
     ``loss/grad_norm`` (the norm before clipping)."""
     _check_batch(batch, cfg)  # before the forward: fail fast, not after a wasted pass
     out = model(batch)
-    total, metrics = combined_loss(batch, out, cfg)
+    _check_outputs(out, cfg)
+    total, metrics = _weighted_sum(batch, out, cfg)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    if cfg.grad_clip > 0:
-        grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip, foreach=True)
-    else:
-        grad_norm = nn.utils.get_total_norm([p.grad for p in params if p.grad is not None],
-                                            foreach=True)
+    grad_norm = _grad_norm(optimizer, cfg.grad_clip)
     optimizer.step()
-    model.polyak_update(dqn_tau=cfg.dqn.tau, vec_dqn_tau=cfg.vec_dqn.tau)
-    # one host sync for our own scalars (the losses already built their float metrics)
-    total_f, norm_f = torch.stack([total.detach().float(), grad_norm.float()]).tolist()
-    metrics["loss/total"] = total_f
-    metrics["loss/grad_norm"] = norm_f
-    return metrics
+    model.polyak_update(**_polyak_taus(cfg))
+    metrics["loss/total"] = total
+    metrics["loss/grad_norm"] = grad_norm
+    return metrics_dict(metrics)  # one host sync for every metric of the update
