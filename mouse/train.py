@@ -2,8 +2,10 @@
 
 Pure of processes and sockets: ``train_step`` takes a model, its optimizer, one
 ``TensorDict[B, S]`` batch of windows and a frozen config, and returns the
-metrics of that update as floats. Which heads there are, and their losses, comes
-from the registry in ``mouse.heads``.
+metrics of that update as detached 0-dim tensors on the model's device: reading
+them is a host sync, so the learner sums them in a ``MetricMeans`` and reads the
+means once per log interval. Which heads there are, and their losses, comes from
+the registry in ``mouse.heads``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from tensordict import TensorDict
 from torch import Tensor, nn
 
 from mouse import heads as registry
-from mouse.losses.common import metrics_dict
 from mouse.losses.dqn import DqnLossConfig
 from mouse.losses.sp import SpLossConfig
 from mouse.losses.sv import SvLossConfig
@@ -70,12 +71,15 @@ class TrainConfig:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam over the parameters that require grad (target heads are left out)."""
+    """Fused Adam over the parameters that require grad (target heads are left out).
+
+    Fused on every device: one kernel per step, and the step counts are read on the
+    device (unfused Adam reads them with ``.item()``).
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    fused = all(p.is_cuda for p in params)  # one kernel per step instead of one per tensor
-    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps, fused=fused or None)
+    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps, fused=True)
 
 
 def _check_batch(batch: TensorDict, cfg: TrainConfig) -> None:
@@ -115,12 +119,12 @@ def _weighted_sum(batch: TensorDict, out: TensorDict,
 
 
 def combined_loss(batch: TensorDict, out: TensorDict,
-                  cfg: TrainConfig) -> tuple[Tensor, dict[str, float]]:
-    """``Σ cfg.<head>.weight · loss`` over heads with weight > 0; metrics as ``loss/<head>/<name>``."""
+                  cfg: TrainConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """``Σ cfg.<head>.weight · loss`` over heads with weight > 0; metrics as
+    ``loss/<head>/<name>``, detached 0-dim tensors on the device."""
     _check_batch(batch, cfg)
     _check_outputs(out, cfg)
-    total, metrics = _weighted_sum(batch, out, cfg)
-    return total, metrics_dict(metrics)
+    return _weighted_sum(batch, out, cfg)
 
 
 def _grad_norm(optimizer: torch.optim.Optimizer, grad_clip: float) -> Tensor:
@@ -138,9 +142,12 @@ def _polyak_taus(cfg: TrainConfig) -> dict[str, float]:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TensorDict,
-               cfg: TrainConfig) -> dict[str, float]:
-    """One update on ``batch`` [B, S]; returns ``loss/<head>/<metric>``, ``loss/total``,
-    ``loss/grad_norm`` (the norm before clipping)."""
+               cfg: TrainConfig) -> dict[str, Tensor]:
+    """One update on ``batch`` [B, S], with no host sync.
+
+    Returns detached float32 [] tensors on the model's device: ``loss/<head>/<metric>``,
+    ``loss/total`` and ``loss/grad_norm`` (the norm before clipping).
+    """
     _check_batch(batch, cfg)  # before the forward: fail fast, not after a wasted pass
     out = model(batch)
     _check_outputs(out, cfg)
@@ -150,6 +157,49 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tensor
     grad_norm = _grad_norm(optimizer, cfg.grad_clip)
     optimizer.step()
     model.polyak_update(**_polyak_taus(cfg))
-    metrics["loss/total"] = total
-    metrics["loss/grad_norm"] = grad_norm
-    return metrics_dict(metrics)  # one host sync for every metric of the update
+    metrics["loss/total"] = total.detach().float()
+    metrics["loss/grad_norm"] = grad_norm.detach().float()
+    return metrics
+
+
+class MetricMeans:
+    """Means of ``train_step`` metrics over a log interval, summed on the device.
+
+    ``add`` costs no host sync (one stack and one add on the device per update);
+    ``flush`` reads every mean with one sync and starts the next interval.
+    """
+
+    def __init__(self):
+        # one running sum [K] per set of metric names (the set is the same every update
+        # unless the config changes): stacking K scalars is one kernel, not K adds
+        self._sums: dict[tuple[str, ...], Tensor] = {}
+        self._counts: dict[tuple[str, ...], int] = {}
+
+    def add(self, metrics: dict[str, Tensor]) -> None:
+        if not metrics:
+            return
+        names = tuple(metrics)
+        values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()])  # [K]
+        if names in self._sums:
+            self._sums[names] += values
+            self._counts[names] += 1
+        else:
+            self._sums[names] = values
+            self._counts[names] = 1
+
+    def flush(self) -> dict[str, float]:
+        """The mean of each metric over the updates added since the last flush; {} if none."""
+        if not self._sums:
+            return {}
+        groups = list(self._sums)
+        flat = torch.cat([self._sums[g] for g in groups]).tolist()  # the one host sync
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        values = iter(flat)
+        for g in groups:
+            for name in g:
+                sums[name] = sums.get(name, 0.0) + next(values)
+                counts[name] = counts.get(name, 0) + self._counts[g]
+        self._sums.clear()
+        self._counts.clear()
+        return {name: sums[name] / counts[name] for name in sums}

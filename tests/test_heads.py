@@ -101,14 +101,14 @@ def test_one_registry_entry_builds_trains_and_acts_with_a_new_head(toy_head):
     opt = make_optimizer(model, cfg)
     online0 = [p.detach().clone() for p in model.online_heads["toy"].parameters()]
     target0 = [p.detach().clone() for p in model.target_heads["toy"].parameters()]
-    m = train_step(model, opt, batch, cfg)
+    m = {k: v.item() for k, v in train_step(model, opt, batch, cfg).items()}
     assert m["loss/total"] == pytest.approx(m["loss/dqn/dqn_loss"] + 0.5 * m["loss/toy/toy_mse"],
                                             rel=1e-5)
     online = list(model.online_heads["toy"].parameters())
     assert all(not torch.equal(o, o0) for o, o0 in zip(online, online0))  # it trained
     for t, t0, o in zip(model.target_heads["toy"].parameters(), target0, online):
         torch.testing.assert_close(t, 0.25 * o + 0.75 * t0)  # Polyak at ToyLossConfig.tau
-    mse = [train_step(model, opt, batch, cfg)["loss/toy/toy_mse"] for _ in range(30)]
+    mse = [train_step(model, opt, batch, cfg)["loss/toy/toy_mse"].item() for _ in range(30)]
     assert mse[-1] < 0.5 * m["loss/toy/toy_mse"]
 
     last = TensorDict({"toy": torch.tensor([[3.0, -1.0, 2.0], [0.0, 5.0, -4.0]])}, batch_size=[2])
