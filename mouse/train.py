@@ -21,6 +21,7 @@ from mouse.losses.dqn import DqnLossConfig
 from mouse.losses.sp import SpLossConfig
 from mouse.losses.sv import SvLossConfig
 from mouse.losses.vec_dqn import VecDqnLossConfig
+from mouse.optim import fused_adam, step_unless
 
 # the heads registered at import (the built-ins); the code below reads the registry
 LOSS_HEADS = registry.head_names()
@@ -73,13 +74,13 @@ class TrainConfig:
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """Fused Adam over the parameters that require grad (target heads are left out).
 
-    Fused on every device: one kernel per step, and the step counts are read on the
-    device (unfused Adam reads them with ``.item()``).
+    Fused on every device: one kernel per step, and the only Adam that can skip a
+    non-finite step without a host sync (``mouse.optim``).
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters")
-    return torch.optim.Adam(params, lr=cfg.lr, eps=cfg.adam_eps, fused=True)
+    return fused_adam(params, lr=cfg.lr, eps=cfg.adam_eps)
 
 
 def _check_batch(batch: TensorDict, cfg: TrainConfig) -> None:
@@ -135,10 +136,18 @@ def _grad_norm(optimizer: torch.optim.Optimizer, grad_clip: float) -> Tensor:
     return nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
 
 
-def _polyak_taus(cfg: TrainConfig) -> dict[str, float]:
-    """``<head>_tau`` for each target head, from its loss config."""
-    return {f"{h.name}_tau": registry.loss_config(cfg, h).tau for h in registry.all_heads()
-            if h.has_target and registry.loss_config(cfg, h) is not None}
+def _polyak_taus(cfg: TrainConfig, keep: Tensor) -> dict[str, Tensor]:
+    """``<head>_tau = τ · keep`` for each target head whose loss config has τ > 0.
+
+    ``keep`` [] is 0.0 after a skipped step: the online heads did not move, but a lerp
+    would still pull the targets towards them, so the targets hold still too.
+    """
+    taus = {}
+    for head in registry.all_heads():
+        hcfg = registry.loss_config(cfg, head)
+        if head.has_target and hcfg is not None and hcfg.tau > 0:
+            taus[f"{head.name}_tau"] = hcfg.tau * keep
+    return taus
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: TensorDict,
@@ -146,7 +155,9 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tensor
     """One update on ``batch`` [B, S], with no host sync.
 
     Returns detached float32 [] tensors on the model's device: ``loss/<head>/<metric>``,
-    ``loss/total`` and ``loss/grad_norm`` (the norm before clipping).
+    ``loss/total``, ``loss/grad_norm`` (the norm before clipping) and
+    ``train/skipped_nonfinite`` (1.0 when the total loss or the gradient norm was not
+    finite: then no parameter, online or target, and no optimizer state moved).
     """
     _check_batch(batch, cfg)  # before the forward: fail fast, not after a wasted pass
     out = model(batch)
@@ -154,11 +165,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Tensor
     total, metrics = _weighted_sum(batch, out, cfg)
     optimizer.zero_grad(set_to_none=True)
     total.backward()
-    grad_norm = _grad_norm(optimizer, cfg.grad_clip)
-    optimizer.step()
-    model.polyak_update(**_polyak_taus(cfg))
-    metrics["loss/total"] = total.detach().float()
-    metrics["loss/grad_norm"] = grad_norm.detach().float()
+    total = total.detach()
+    grad_norm = _grad_norm(optimizer, cfg.grad_clip).detach().float()
+    skip = (~(torch.isfinite(total) & torch.isfinite(grad_norm))).float()  # [], 1.0 = skip
+    step_unless(optimizer, skip)
+    model.polyak_update(**_polyak_taus(cfg, keep=1.0 - skip))
+    metrics["loss/total"] = total.float()
+    metrics["loss/grad_norm"] = grad_norm
+    metrics["train/skipped_nonfinite"] = skip
     return metrics
 
 

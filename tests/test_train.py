@@ -70,6 +70,7 @@ def test_total_is_weighted_sum_and_metrics_are_namespaced():
               "loss/vec_dqn/vec_dqn_score_abs_mean", "loss/grad_norm"):
         assert k in m
     assert all(math.isfinite(v) for v in m.values())
+    assert m["train/skipped_nonfinite"] == 0.0
 
 
 def test_inactive_heads_are_not_computed():
@@ -214,7 +215,7 @@ def test_metric_means_of_train_steps_match_their_values():
         assert out[k] == pytest.approx(sum(s[k] for s in seen) / 3, rel=1e-5, abs=1e-6), k
 
 
-# --- fused Adam ------------------------------------------------------------------------------
+# --- fused Adam, and non-finite steps skipped on the device --------------------------------
 
 def test_fused_adam_matches_unfused_adam_on_finite_steps():
     cfg = all_heads_cfg()
@@ -231,3 +232,61 @@ def test_fused_adam_matches_unfused_adam_on_finite_steps():
             opt.step()
     for (name, p), q in zip(fused_model.named_parameters(), ref_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def snapshot(model, opt):
+    params = {k: v.clone() for k, v in model.state_dict().items()}  # online and target
+    state = {k: {n: t.clone() for n, t in s.items()} for k, s in opt.state_dict()["state"].items()}
+    return params, state
+
+
+def assert_same(a, b):
+    assert a[0].keys() == b[0].keys() and a[1].keys() == b[1].keys()
+    for k in a[0]:
+        assert torch.equal(a[0][k], b[0][k]), k
+    for k in a[1]:
+        for n in a[1][k]:
+            assert torch.equal(a[1][k][n], b[1][k][n]), (k, n)
+
+
+@pytest.mark.parametrize("grad_clip", [10.0, 0.0])
+def test_nonfinite_step_changes_nothing_and_is_counted(grad_clip):
+    model, cfg = make_model(), all_heads_cfg(grad_clip=grad_clip)
+    opt = make_optimizer(model, cfg)
+    m = train_step(model, opt, make_batch(SPEC, B, S, seed=1), cfg)  # Adam state exists now
+    assert m["train/skipped_nonfinite"].item() == 0.0
+    before = snapshot(model, opt)
+
+    bad = make_batch(SPEC, B, S, seed=2)
+    bad["obs_continuous"][0, 2, 0] = float("nan")  # one real step of one window
+    m = train_step(model, opt, bad, cfg)
+    assert m["train/skipped_nonfinite"].item() == 1.0
+    assert not math.isfinite(m["loss/total"].item())
+    assert_same(snapshot(model, opt), before)  # params, targets, exp_avg(_sq) and step
+
+    m = train_step(model, opt, make_batch(SPEC, B, S, seed=3), cfg)
+    assert m["train/skipped_nonfinite"].item() == 0.0
+    after, state = snapshot(model, opt)
+    for name in ("online_heads.dqn.net.0.weight", "target_heads.dqn.net.0.weight"):
+        assert not torch.equal(after[name], before[0][name]), name
+    # the skipped step did not count: bias correction resumes at step 2
+    assert all(s["step"].item() == 2.0 for s in state.values())
+
+
+def test_optimizer_from_an_unfused_checkpoint_is_fused_and_still_skips():
+    model, cfg = make_model(), all_heads_cfg()
+    old = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                           eps=cfg.adam_eps)  # as saved before Adam was fused on CPU
+    batch = make_batch(SPEC, B, S)
+    combined_loss(batch, model(batch), cfg)[0].backward()
+    old.step()
+    opt = make_optimizer(model, cfg)
+    opt.load_state_dict(old.state_dict())
+    assert all(g["fused"] for g in opt.param_groups)
+    before = snapshot(model, opt)
+    bad = batch.clone()
+    bad["reward"][:, 1:] = float("inf")
+    assert train_step(model, opt, bad, cfg)["train/skipped_nonfinite"].item() == 1.0
+    assert_same(snapshot(model, opt), before)
+    train_step(model, opt, batch, cfg)
+    assert all(s["step"].item() == 2.0 for s in opt.state.values())
