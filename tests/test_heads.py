@@ -11,7 +11,16 @@ from tensordict import TensorDict
 
 from mouse import heads as registry
 from mouse.heads import HeadSpec
-from mouse.losses import DqnLossConfig
+from mouse.losses import (
+    DqnLossConfig,
+    SpLossConfig,
+    SvLossConfig,
+    VecDqnLossConfig,
+    dqn_loss,
+    sp_loss,
+    sv_loss,
+    vec_dqn_loss,
+)
 from mouse.models import HEADS, POLICIES, TARGET_HEADS, ModelConfig, MouseModel, heads_for
 from mouse.models import select_action
 from mouse.train import LOSS_HEADS, NEEDS_Q_STAR, TrainConfig, make_optimizer, train_step
@@ -35,6 +44,31 @@ def test_derived_tables_match_the_builtin_registry():
         hcfg = registry.loss_config(cfg, head)
         assert hcfg is not None and hcfg.weight >= 0, head.name
         assert hasattr(hcfg, "tau") == head.has_target, head.name
+
+
+def test_builtin_adapters_call_the_contract_losses():
+    spec = spec_for("continuous", A, q_star=True, action_mask=True)
+    torch.manual_seed(0)
+    model = MouseModel(ModelConfig(hidden_dim=16, num_layers=1, vec_dim=4), spec, HEADS)
+    with torch.no_grad():  # online != target, so a swapped argument changes the result
+        for p in model.online_heads.parameters():
+            p.add_(torch.randn_like(p))
+    batch = make_batch(spec, B, S)
+    out = model(batch)
+    cfg = TrainConfig(vec_dqn=VecDqnLossConfig(), sp=SpLossConfig(loss_type="js"),
+                      sv=SvLossConfig())
+    contract = {  # the calls as losses-api.txt writes them
+        "dqn": lambda: dqn_loss(batch, out, cfg.dqn),
+        "vec_dqn": lambda: vec_dqn_loss(batch, out["vec_dqn"], out["vec_dqn_target"], cfg.vec_dqn),
+        "sp": lambda: sp_loss(batch, out["sp"], cfg.sp),
+        "sv": lambda: sv_loss(batch, out["sv"], cfg.sv),
+    }
+    for head in registry.all_heads():
+        loss, metrics = head.loss(batch, out, registry.loss_config(cfg, head))
+        want_loss, want_metrics = contract[head.name]()
+        assert torch.equal(loss, want_loss), head.name
+        assert all(v.shape == () and not v.requires_grad for v in metrics.values()), head.name
+        assert {k: v.item() for k, v in metrics.items()} == want_metrics, head.name
 
 
 def test_register_refuses_clashing_names():
