@@ -23,9 +23,10 @@ class MouseModel(nn.Module):
     ``heads`` are names from the registry (mouse.heads), which gives each its shape
     and whether it keeps a target. Built-in outputs: ``dqn`` [B,S,A], ``dqn_target``
     [B,S,A], ``vec_dqn`` [B,S,A,D], ``vec_dqn_target`` [B,S,A,D], ``sp`` [B,S,A]
-    (logits), ``sv`` [B,S,A]. Target heads are deep copies of the online heads at init, read the backbone
-    features detached and have ``requires_grad=False``: they change only in
-    ``polyak_update`` and no gradient flows through them into the backbone.
+    (logits), ``sv`` [B,S,A]. Target heads are deep copies of the online heads at
+    init, read the backbone features detached and have ``requires_grad=False``: they
+    change only in ``polyak_update`` and no gradient flows through them into the
+    backbone.
 
     ``num_obs_states`` is required for discrete observations (the env's
     ``observation_space.n``, i.e. ``RecordSpec.num_obs_states``) and ignored otherwise.
