@@ -75,7 +75,7 @@ class Runner:
         start = time.perf_counter()
         while True:
             t0, c0 = time.perf_counter(), time.process_time()
-            train_step(self.model, self.opt, self.batch, self.tcfg)  # floats back: syncs
+            train_step(self.model, self.opt, self.batch, self.tcfg)  # no host sync inside
             sync(device)
             t1, c1 = time.perf_counter(), time.process_time()
             if record:

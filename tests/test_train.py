@@ -1,4 +1,5 @@
-"""train_step / combined_loss / make_optimizer with the real losses and a small MouseModel."""
+"""train_step / combined_loss / make_optimizer / MetricMeans with the real losses and a small
+MouseModel."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 
 from mouse.losses import DqnLossConfig, SpLossConfig, SvLossConfig, VecDqnLossConfig
 from mouse.models import ModelConfig, MouseModel
-from mouse.train import TrainConfig, combined_loss, make_optimizer, train_step
+from mouse.train import MetricMeans, TrainConfig, combined_loss, make_optimizer, train_step
 
 try:
     from tests.model_fakes import make_batch, spec_for
@@ -55,22 +56,27 @@ def test_make_optimizer_skips_target_heads():
     assert len(in_opt) == sum(p.requires_grad for p in model.parameters())
 
 
+def floats(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    return {k: v.item() for k, v in metrics.items()}
+
+
 def test_total_is_weighted_sum_and_metrics_are_namespaced():
     model, cfg = make_model(), all_heads_cfg()
-    m = train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
+    m = floats(train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg))
     expected = (1.0 * m["loss/dqn/dqn_loss"] + 0.5 * m["loss/vec_dqn/vec_dqn_loss"]
                 + 2.0 * m["loss/sp/sp_loss"] + 0.25 * m["loss/sv/sv_loss"])
     assert m["loss/total"] == pytest.approx(expected, rel=1e-5)
     for k in ("loss/dqn/q_values_mean", "loss/dqn/q_values_target",
               "loss/vec_dqn/vec_dqn_score_abs_mean", "loss/grad_norm"):
         assert k in m
-    assert all(isinstance(v, float) and math.isfinite(v) for v in m.values())
+    assert all(math.isfinite(v) for v in m.values())
+    assert m["train/skipped_nonfinite"] == 0.0
 
 
 def test_inactive_heads_are_not_computed():
     model = make_model(heads=("dqn", "sp"))  # sp head present only for acting
     cfg = TrainConfig(seq_len=S)
-    m = train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
+    m = floats(train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg))
     assert not any(k.startswith(("loss/sp/", "loss/sv/", "loss/vec_dqn/")) for k in m)
     assert m["loss/total"] == pytest.approx(m["loss/dqn/dqn_loss"], rel=1e-6)
 
@@ -79,7 +85,7 @@ def test_inactive_heads_are_not_computed():
 def test_train_step_reduces_loss_on_a_fixed_batch(backbone):
     model, cfg = make_model(backbone=backbone), all_heads_cfg()
     opt, batch = make_optimizer(model, cfg), make_batch(SPEC, B, S, seed=1)
-    totals = [train_step(model, opt, batch, cfg)["loss/total"] for _ in range(50)]
+    totals = [train_step(model, opt, batch, cfg)["loss/total"].item() for _ in range(50)]
     assert all(math.isfinite(t) for t in totals)
     assert sum(totals[-5:]) / 5 < 0.5 * totals[0], totals[::10]
 
@@ -133,3 +139,154 @@ def test_missing_head_output_is_a_clear_error():
     cfg = all_heads_cfg()
     with pytest.raises(KeyError, match="vec_dqn.*heads_for"):
         train_step(model, make_optimizer(model, cfg), make_batch(SPEC, B, S), cfg)
+
+
+# --- no host sync per update ---------------------------------------------------------------
+
+SYNCING = ("item", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
+
+
+def count_host_reads(monkeypatch) -> list[str]:
+    """Record every Python-side read of a tensor's value (each is a sync on a GPU)."""
+    calls: list[str] = []
+    for name in SYNCING:
+        original = getattr(torch.Tensor, name)
+
+        def spy(self, *args, _name=name, _original=original, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    return calls
+
+
+def test_train_step_returns_device_tensors_and_reads_no_value(monkeypatch):
+    model, cfg = make_model(), all_heads_cfg()
+    opt, batch = make_optimizer(model, cfg), make_batch(SPEC, B, S)
+    train_step(model, opt, batch, cfg)  # the first step also creates the Adam state
+    calls = count_host_reads(monkeypatch)
+    m = train_step(model, opt, batch, cfg)
+    assert calls == []
+    monkeypatch.undo()
+    for k, v in m.items():
+        assert isinstance(v, torch.Tensor) and v.shape == () and v.dtype == torch.float32, k
+        assert v.device == model.device and not v.requires_grad, k
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_step_makes_no_cuda_sync():
+    model, cfg = make_model().cuda(), all_heads_cfg()
+    opt, batch = make_optimizer(model, cfg), make_batch(SPEC, B, S, device="cuda")
+    train_step(model, opt, batch, cfg)  # the first step creates the Adam state
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        train_step(model, opt, batch, cfg)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_metric_means_hand_computed_with_one_read(monkeypatch):
+    means = MetricMeans()
+    assert means.flush() == {}
+    calls = count_host_reads(monkeypatch)
+    means.add({"a": torch.tensor(1.0), "b": torch.tensor(10.0)})
+    means.add({"a": torch.tensor(2.0), "b": torch.tensor(20.0)})
+    means.add({"a": torch.tensor(6.0)})  # another name set: a is averaged over 3 adds, b over 2
+    assert calls == []
+    out = means.flush()
+    assert calls == ["tolist"]
+    monkeypatch.undo()
+    assert out == {"a": pytest.approx(3.0), "b": pytest.approx(15.0)}
+    assert means.flush() == {}  # flush starts a new interval
+    means.add({"a": torch.tensor(4.0)})
+    assert means.flush() == {"a": 4.0}
+
+
+def test_metric_means_of_train_steps_match_their_values():
+    model, cfg = make_model(), all_heads_cfg()
+    opt, means, seen = make_optimizer(model, cfg), MetricMeans(), []
+    for seed in range(3):
+        m = train_step(model, opt, make_batch(SPEC, B, S, seed=seed), cfg)
+        means.add(m)
+        seen.append(floats(m))
+    out = means.flush()
+    assert set(out) == set(seen[0])
+    for k in out:
+        assert out[k] == pytest.approx(sum(s[k] for s in seen) / 3, rel=1e-5, abs=1e-6), k
+
+
+# --- fused Adam, and non-finite steps skipped on the device --------------------------------
+
+def test_fused_adam_matches_unfused_adam_on_finite_steps():
+    cfg = all_heads_cfg()
+    fused_model, ref_model = make_model(seed=3), make_model(seed=3)
+    fused, ref = make_optimizer(fused_model, cfg), torch.optim.Adam(
+        [p for p in ref_model.parameters() if p.requires_grad], lr=cfg.lr, eps=cfg.adam_eps,
+        foreach=False)
+    assert all(g["fused"] for g in fused.param_groups)
+    for seed in range(3):  # several steps: the bias corrections depend on the step count
+        for model, opt in ((fused_model, fused), (ref_model, ref)):
+            opt.zero_grad()
+            batch = make_batch(SPEC, B, S, seed=seed)
+            combined_loss(batch, model(batch), cfg)[0].backward()
+            opt.step()
+    for (name, p), q in zip(fused_model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def snapshot(model, opt):
+    params = {k: v.clone() for k, v in model.state_dict().items()}  # online and target
+    state = {k: {n: t.clone() for n, t in s.items()} for k, s in opt.state_dict()["state"].items()}
+    return params, state
+
+
+def assert_same(a, b):
+    assert a[0].keys() == b[0].keys() and a[1].keys() == b[1].keys()
+    for k in a[0]:
+        assert torch.equal(a[0][k], b[0][k]), k
+    for k in a[1]:
+        for n in a[1][k]:
+            assert torch.equal(a[1][k][n], b[1][k][n]), (k, n)
+
+
+@pytest.mark.parametrize("grad_clip", [10.0, 0.0])
+def test_nonfinite_step_changes_nothing_and_is_counted(grad_clip):
+    model, cfg = make_model(), all_heads_cfg(grad_clip=grad_clip)
+    opt = make_optimizer(model, cfg)
+    m = train_step(model, opt, make_batch(SPEC, B, S, seed=1), cfg)  # Adam state exists now
+    assert m["train/skipped_nonfinite"].item() == 0.0
+    before = snapshot(model, opt)
+
+    bad = make_batch(SPEC, B, S, seed=2)
+    bad["obs_continuous"][0, 2, 0] = float("nan")  # one real step of one window
+    m = train_step(model, opt, bad, cfg)
+    assert m["train/skipped_nonfinite"].item() == 1.0
+    assert not math.isfinite(m["loss/total"].item())
+    assert_same(snapshot(model, opt), before)  # params, targets, exp_avg(_sq) and step
+
+    m = train_step(model, opt, make_batch(SPEC, B, S, seed=3), cfg)
+    assert m["train/skipped_nonfinite"].item() == 0.0
+    after, state = snapshot(model, opt)
+    for name in ("online_heads.dqn.net.0.weight", "target_heads.dqn.net.0.weight"):
+        assert not torch.equal(after[name], before[0][name]), name
+    # the skipped step did not count: bias correction resumes at step 2
+    assert all(s["step"].item() == 2.0 for s in state.values())
+
+
+def test_optimizer_from_an_unfused_checkpoint_is_fused_and_still_skips():
+    model, cfg = make_model(), all_heads_cfg()
+    old = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                           eps=cfg.adam_eps)  # as saved before Adam was fused on CPU
+    batch = make_batch(SPEC, B, S)
+    combined_loss(batch, model(batch), cfg)[0].backward()
+    old.step()
+    opt = make_optimizer(model, cfg)
+    opt.load_state_dict(old.state_dict())
+    assert all(g["fused"] for g in opt.param_groups)
+    before = snapshot(model, opt)
+    bad = batch.clone()
+    bad["reward"][:, 1:] = float("inf")
+    assert train_step(model, opt, bad, cfg)["train/skipped_nonfinite"].item() == 1.0
+    assert_same(snapshot(model, opt), before)
+    train_step(model, opt, batch, cfg)
+    assert all(s["step"].item() == 2.0 for s in opt.state.values())

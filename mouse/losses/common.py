@@ -246,8 +246,19 @@ def check_weight_tau(weight: float, tau: float) -> None:
 # -------------------------------------------------------------------- metrics
 
 
+def detached(values: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Scalar tensors as detached 0-dim float tensors, left on their device (no sync).
+
+    The training path sums these on the device and reads them once per log interval.
+    """
+    return {k: v.detach().float().reshape(()) for k, v in values.items()}
+
+
 def metrics_dict(values: Mapping[str, Tensor]) -> dict[str, float]:
-    """Turn scalar tensors into floats with a single device sync (one ``tolist``)."""
+    """Turn scalar tensors into floats with a single device sync (one ``tolist``).
+
+    The contract's ``dict[str, float]`` for callers outside the training loop.
+    """
     names = list(values)
     floats = torch.stack([values[k].detach().float().reshape(()) for k in names]).tolist()
     return dict(zip(names, floats, strict=True))

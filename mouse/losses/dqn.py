@@ -17,6 +17,7 @@ from mouse.losses.common import (
     check_reward_config,
     check_shape,
     check_weight_tau,
+    detached,
     masked_logsumexp,
     masked_max,
     masked_mean,
@@ -82,6 +83,13 @@ def dqn_loss(step_stream, out, cfg: DqnLossConfig) -> tuple[Tensor, dict[str, fl
         cql_penalty (only when cql_weight > 0): mean of the CQL term as added to
             the loss, ``cql_weight * (|td_target| + cql_scale_q_eps) * (logsumexp_a Q - Q_sa)``.
     """
+    loss, metrics = dqn_loss_tensors(step_stream, out, cfg)
+    return loss, metrics_dict(metrics)
+
+
+def dqn_loss_tensors(step_stream, out, cfg: DqnLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """``dqn_loss`` with its metrics left as detached 0-dim tensors on the device (no host
+    sync): the training path sums them there and reads them once per log interval."""
     B, S = window_shape(step_stream, WHO, min_len=2)
     require_keys(out, ["dqn", "dqn_target"], WHO, "model output",
                  "enable the dqn head in the model config and pass model(step_stream)")
@@ -128,4 +136,4 @@ def dqn_loss(step_stream, out, cfg: DqnLossConfig) -> tuple[Tensor, dict[str, fl
         m["cql_penalty"] = masked_mean(cql, mask)
     loss = masked_mean(per_entry, mask)
     m["dqn_loss"] = loss
-    return loss, metrics_dict(m)
+    return loss, detached(m)

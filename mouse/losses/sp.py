@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mouse.losses.common import (
+    detached,
     masked_mean,
     metrics_dict,
     optional_action_mask,
@@ -110,6 +111,14 @@ def sp_loss(step_stream, logits: Tensor, cfg: SpLossConfig) -> tuple[Tensor, dic
     Loss: the per-row divergence, masked mean over real rows (valid and with at
     least one allowed action). Metric: sp_loss (the returned loss).
     """
+    loss, metrics = sp_loss_tensors(step_stream, logits, cfg)
+    return loss, metrics_dict(metrics)
+
+
+def sp_loss_tensors(step_stream, logits: Tensor,
+                    cfg: SpLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """``sp_loss`` with its metrics left as detached 0-dim tensors on the device (no host
+    sync): the training path sums them there and reads them once per log interval."""
     q_star = q_star_target(step_stream, logits, "logits (out['sp'])", WHO)
     B, S, A = q_star.shape
     allowed = torch.isfinite(q_star)  # [B, S, A]
@@ -127,4 +136,4 @@ def sp_loss(step_stream, logits: Tensor, cfg: SpLossConfig) -> tuple[Tensor, dic
     q_safe = torch.where(allowed, q_star, torch.zeros_like(q_star))  # [B, S, A], no -inf
     p, log_p = _teacher(q_safe, support, cfg)  # [B, S, A] each
     loss = masked_mean(_per_row(cfg.loss_type, p, log_p, q, log_q), mask)
-    return loss, metrics_dict({"sp_loss": loss})
+    return loss, detached({"sp_loss": loss})

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from mouse.losses.common import (
+    detached,
     masked_mean,
     metrics_dict,
     optional_action_mask,
@@ -43,6 +44,14 @@ def sv_loss(step_stream, values: Tensor, cfg: SvLossConfig) -> tuple[Tensor, dic
     The mean is over participating entries (finite q_star, valid step, allowed
     action). Metric: sv_loss (the returned loss).
     """
+    loss, metrics = sv_loss_tensors(step_stream, values, cfg)
+    return loss, metrics_dict(metrics)
+
+
+def sv_loss_tensors(step_stream, values: Tensor,
+                    cfg: SvLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """``sv_loss`` with its metrics left as detached 0-dim tensors on the device (no host
+    sync): the training path sums them there and reads them once per log interval."""
     q_star = q_star_target(step_stream, values, "values (out['sv'])", WHO)
     B, S, A = q_star.shape
     mask = torch.isfinite(q_star) & step_mask(step_stream)[..., None]  # [B, S, A]
@@ -55,4 +64,4 @@ def sv_loss(step_stream, values: Tensor, cfg: SvLossConfig) -> tuple[Tensor, dic
     err = values - target  # [B, S, A]
     per_entry = err ** 2 if cfg.loss_type == "mse" else err.abs()
     loss = masked_mean(per_entry, mask)
-    return loss, metrics_dict({"sv_loss": loss})
+    return loss, detached({"sv_loss": loss})

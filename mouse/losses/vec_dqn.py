@@ -4,8 +4,9 @@ The loss pulls the online vector of the executed action towards the greedy
 target vector at the next state, rotated (RoPE-style, every coordinate pair by
 the same angle) by ``theta = r * reward_scale + reward_shift``. Greedy means the
 action whose direction is furthest "ahead" (counter-clockwise) of the others, as
-measured by ``vec_dqn_scores``. The model imports ``rope_rotate`` and
-``vec_dqn_scores`` from here for greedy action selection.
+measured by ``vec_dqn_scores``. ``rope_rotate`` and ``vec_dqn_scores`` live in
+the leaf module ``mouse.geometry`` (the actors act with them too) and are
+re-exported here.
 
 As in the document, the bootstrap does not look at ``done``: the next state's
 target vector is rotated for terminal and truncated transitions too. Pairs that
@@ -21,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from mouse.geometry import rope_rotate, vec_dqn_scores
 from mouse.losses.common import (
     check_index,
     check_reward_config,
     check_shape,
     check_weight_tau,
+    detached,
     masked_mean,
     masked_stats,
     metrics_dict,
@@ -36,6 +39,10 @@ from mouse.losses.common import (
     transition_reward,
     window_shape,
 )
+
+# rope_rotate and vec_dqn_scores are re-exported: the contract imports them from here
+__all__ = ["VecDqnLossConfig", "rope_rotate", "vec_dqn_loss", "vec_dqn_loss_tensors",
+           "vec_dqn_scores"]
 
 WHO = "vec_dqn_loss"
 
@@ -57,43 +64,6 @@ class VecDqnLossConfig:
         check_reward_config(self)
 
 
-def rope_rotate(x: Tensor, theta: Tensor | float) -> Tensor:
-    """Rotate every pair ``(x[..., 2i], x[..., 2i+1])`` counter-clockwise by ``theta``.
-
-    ``x`` is [..., D] with D even; ``theta`` (radians) broadcasts to ``x[..., 0]``.
-    """
-    D = x.shape[-1]
-    if D % 2:
-        raise ValueError(f"rope_rotate: the last dim must be even (pairs of coordinates), got D={D}")
-    theta = torch.as_tensor(theta, dtype=x.dtype, device=x.device)[..., None]  # [..., 1]
-    cos, sin = theta.cos(), theta.sin()
-    even, odd = x[..., 0::2], x[..., 1::2]  # [..., D/2] each
-    rot_even = cos * even - sin * odd  # [..., D/2]
-    rot_odd = sin * even + cos * odd  # [..., D/2]
-    return torch.stack([rot_even, rot_odd], dim=-1).flatten(-2)  # [..., D]
-
-
-def vec_dqn_scores(v: Tensor, action_mask: Tensor | None = None) -> Tensor:
-    """Scores [..., A] of action vectors ``v`` [..., A, D]; argmax is the greedy action.
-
-    ``score_a = sum_i atan2(<rot90(u_i), u_a>, <u_i, u_a>)`` with ``u`` the unit
-    vectors and rot90 = ``rope_rotate`` by pi/2: the sum of signed angles by which
-    u_a is ahead of each u_i (each in (-pi, pi]). With ``action_mask`` [..., A]
-    (extension; optional) disallowed actions are left out of the sum and score -inf.
-    """
-    if v.shape[-1] % 2:
-        raise ValueError(f"vec_dqn_scores: vector dim D must be even, got D={v.shape[-1]}")
-    u = F.normalize(v, dim=-1, eps=1e-8)  # [..., A, D]
-    r = rope_rotate(u, math.pi / 2)  # [..., A, D]
-    sin = torch.einsum("...id,...ad->...ai", r, u)  # [..., A(a), A(i)]
-    cos = torch.einsum("...id,...ad->...ai", u, u)  # [..., A(a), A(i)]
-    angle = torch.atan2(sin, cos)  # [..., A, A]: signed angle from u_i to u_a
-    if action_mask is None:
-        return angle.sum(-1)  # [..., A]
-    angle = angle.masked_fill(~action_mask[..., None, :], 0.0)  # drop disallowed i
-    return angle.sum(-1).masked_fill(~action_mask, float("-inf"))  # [..., A]
-
-
 def vec_dqn_loss(step_stream, online: Tensor, target: Tensor,
                  cfg: VecDqnLossConfig) -> tuple[Tensor, dict[str, float]]:
     """``1 - cos(v(s_t, a_t), rope_rotate(v_target(s_{t+1}, greedy), theta))``, masked mean.
@@ -108,6 +78,14 @@ def vec_dqn_loss(step_stream, online: Tensor, target: Tensor,
     vec_dqn_score_abs_min/max/mean: ``|vec_dqn_scores(online)| / pi`` at the last
     step of each window, over allowed actions of real (valid) last steps.
     """
+    loss, metrics = vec_dqn_loss_tensors(step_stream, online, target, cfg)
+    return loss, metrics_dict(metrics)
+
+
+def vec_dqn_loss_tensors(step_stream, online: Tensor, target: Tensor,
+                         cfg: VecDqnLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+    """``vec_dqn_loss`` with its metrics left as detached 0-dim tensors on the device (no
+    host sync): the training path sums them there and reads them once per log interval."""
     B, S = window_shape(step_stream, WHO, min_len=2)
     require_keys(step_stream, ["action"], WHO, "step_stream", "the step records must carry action")
     if online.dim() != 4:
@@ -145,7 +123,7 @@ def vec_dqn_loss(step_stream, online: Tensor, target: Tensor,
         if last_mask is not None:
             real = real & last_mask
         stats = masked_stats(score, real)  # disallowed scores are inf: masked out
-    return loss, metrics_dict({
+    return loss, detached({
         "vec_dqn_loss": loss,
         "vec_dqn_score_abs_min": stats["min"],
         "vec_dqn_score_abs_max": stats["max"],

@@ -5,22 +5,27 @@ from __future__ import annotations
 import torch
 from tensordict import TensorDict
 
-from mouse.losses.vec_dqn import vec_dqn_scores
+from mouse import heads as registry
 
-from .config import HEADS
+# the heads registered at import (the built-ins) that actors can act with
+POLICIES = registry.policy_names()
 
-POLICIES = ("dqn", "sp", "vec_dqn")
+
+def _policy_head(policy: str) -> registry.HeadSpec:
+    if policy not in registry.policy_names():
+        raise ValueError(f"policy must be one of {registry.policy_names()}, got {policy!r}")
+    return registry.get(policy)
 
 
 def heads_for(train_cfg, policy: str) -> tuple[str, ...]:
     """Heads a run needs: every loss with weight > 0, plus the head the actors act with.
 
-    ``train_cfg`` is a ``mouse.train.TrainConfig`` (anything with ``dqn``, ``vec_dqn``,
-    ``sp``, ``sv`` attributes carrying a ``weight``).
+    ``train_cfg`` is a ``mouse.train.TrainConfig`` (anything with a loss config,
+    carrying a ``weight``, in the field each registered head names).
     """
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
-    return tuple(h for h in HEADS if getattr(train_cfg, h).weight > 0 or h == policy)
+    _policy_head(policy)
+    active = registry.active_heads(train_cfg)
+    return tuple(h for h in registry.head_names() if h in active or h == policy)
 
 
 def _uniform(shape, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
@@ -34,6 +39,8 @@ def select_action(out_last: TensorDict, policy: str, epsilon: float | torch.Tens
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Actions [N] (int64) from the heads at the acting step, ``out_last`` TensorDict[N].
 
+    The policy head's registry entry says how (built-ins below):
+
     - ``dqn``: greedy on ``out_last["dqn"]`` [N, A].
     - ``sp``: a sample from softmax of ``out_last["sp"]`` logits (Gumbel-max).
     - ``vec_dqn``: greedy on ``vec_dqn_scores(out_last["vec_dqn"], action_mask)``.
@@ -44,8 +51,7 @@ def select_action(out_last: TensorDict, policy: str, epsilon: float | torch.Tens
     ``action_mask`` [N, A] (True = allowed) is honoured by every branch; a row with
     no allowed action is the caller's bug and yields action 0.
     """
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    head = _policy_head(policy)
     if policy not in out_last.keys():
         raise KeyError(f"policy {policy!r} needs the {policy!r} head output; "
                        f"got {sorted(out_last.keys())}")
@@ -53,15 +59,14 @@ def select_action(out_last: TensorDict, policy: str, epsilon: float | torch.Tens
     device = x.device
     if action_mask is not None:
         action_mask = action_mask.to(device=device, dtype=torch.bool)
-    if policy == "vec_dqn":
-        # same greedy rule as the loss's bootstrap: disallowed actions leave the angle sum
-        scores = vec_dqn_scores(x.float(), action_mask)  # [N, A]
+    if head.scores is not None:
+        scores = head.scores(x.float(), action_mask)  # [N, *out_shape] -> [N, A]
     else:
         scores = x.float()  # [N, A]
     n, a = scores.shape
     if action_mask is not None:
         scores = scores.masked_fill(~action_mask, float("-inf"))
-    if policy == "sp":
+    if head.act == "sample":
         # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits)
         u = _uniform((n, a), device, generator).clamp_(min=torch.finfo(torch.float32).tiny)
         scores = scores - torch.log(-torch.log(u))

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mouse import heads as registry
+
 BACKBONES = ("mlp", "transformer")
-HEADS = ("dqn", "vec_dqn", "sp", "sv")
+# the heads registered at import (the built-ins), for callers that want a tuple;
+# the model reads mouse.heads itself, so a head registered later works there too
+HEADS = registry.head_names()
 # heads that keep a Polyak-averaged target copy, read by the TD-style losses
-TARGET_HEADS = ("dqn", "vec_dqn")
+TARGET_HEADS = registry.target_head_names()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,7 @@
-"""Output heads on the backbone features, and the Polyak update of target heads."""
+"""Output layers on the backbone features, and the Polyak update of target heads.
+
+Which heads exist, and their shapes, is the registry's (mouse.heads).
+"""
 
 from __future__ import annotations
 
@@ -28,17 +31,20 @@ class Head(nn.Module):
         return y.reshape(*features.shape[:-1], *self.out_shape)
 
 
-def head_out_shape(name: str, num_actions: int, vec_dim: int) -> tuple[int, ...]:
-    # vec_dqn: one D-dim vector per action; every other head: one number per action
-    return (num_actions, vec_dim) if name == "vec_dqn" else (num_actions,)
-
-
 @torch.no_grad()
-def polyak_(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """θ_target ← τ·θ_online + (1−τ)·θ_target, in place; τ = 1 copies exactly."""
+def polyak_(target: nn.Module, online: nn.Module, tau: float | torch.Tensor) -> None:
+    """θ_target ← τ·θ_online + (1−τ)·θ_target, in place; τ = 1 copies exactly.
+
+    ``tau`` may be a 0-dim tensor on the params' device (the train step zeroes it
+    after a skipped update); it is never read on the host.
+    """
     t_params = list(target.parameters())
     o_params = list(online.parameters())
-    if tau >= 1.0:
+    if isinstance(tau, torch.Tensor):
+        # the List overload keeps the weight on the device: a 0-dim tensor passed as the
+        # single weight would be taken as a Python Scalar (.item(), a host sync)
+        torch._foreach_lerp_(t_params, o_params, [tau] * len(t_params))
+    elif tau >= 1.0:
         torch._foreach_copy_(t_params, o_params)
     else:
         torch._foreach_lerp_(t_params, o_params, tau)

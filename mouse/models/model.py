@@ -8,22 +8,25 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
+from mouse import heads as registry
 from mouse.records import RecordSpec
 
 from .backbone import make_backbone
-from .config import HEADS, TARGET_HEADS, ModelConfig
+from .config import ModelConfig
 from .embed import StepEmbedder
-from .heads import Head, head_out_shape, polyak_
+from .heads import Head, polyak_
 
 
 class MouseModel(nn.Module):
     """``model(step_stream[B, S]) -> TensorDict[B, S]`` with one entry per configured head.
 
-    Outputs: ``dqn`` [B,S,A], ``dqn_target`` [B,S,A], ``vec_dqn`` [B,S,A,D],
-    ``vec_dqn_target`` [B,S,A,D], ``sp`` [B,S,A] (logits), ``sv`` [B,S,A].
-    Target heads are deep copies of the online heads at init, read the backbone
-    features detached and have ``requires_grad=False``: they change only in
-    ``polyak_update`` and no gradient flows through them into the backbone.
+    ``heads`` are names from the registry (mouse.heads), which gives each its shape
+    and whether it keeps a target. Built-in outputs: ``dqn`` [B,S,A], ``dqn_target``
+    [B,S,A], ``vec_dqn`` [B,S,A,D], ``vec_dqn_target`` [B,S,A,D], ``sp`` [B,S,A]
+    (logits), ``sv`` [B,S,A]. Target heads are deep copies of the online heads at
+    init, read the backbone features detached and have ``requires_grad=False``: they
+    change only in ``polyak_update`` and no gradient flows through them into the
+    backbone.
 
     ``num_obs_states`` is required for discrete observations (the env's
     ``observation_space.n``, i.e. ``RecordSpec.num_obs_states``) and ignored otherwise.
@@ -33,23 +36,24 @@ class MouseModel(nn.Module):
                  num_obs_states: int | None = None):
         super().__init__()
         heads = tuple(heads)
-        unknown = [h for h in heads if h not in HEADS]
+        known = registry.head_names()
+        unknown = [h for h in heads if h not in known]
         if unknown:
-            raise ValueError(f"unknown heads {unknown}; choose from {HEADS}")
+            raise ValueError(f"unknown heads {unknown}; choose from {known}")
         if not heads:
-            raise ValueError(f"the model needs at least one head from {HEADS}")
+            raise ValueError(f"the model needs at least one head from {known}")
         if len(set(heads)) != len(heads):
             raise ValueError(f"duplicate heads in {heads}")
         self.cfg = cfg
         self.spec = spec
-        self.heads = tuple(h for h in HEADS if h in heads)  # canonical order
+        self.heads = tuple(h for h in known if h in heads)  # canonical order
         self.num_obs_states = num_obs_states if spec.obs_kind == "discrete" else None
         self.embed = StepEmbedder(cfg, spec, self.num_obs_states)
         self.backbone = make_backbone(cfg)
         self.online_heads = nn.ModuleDict(
-            {h: Head(cfg, head_out_shape(h, spec.num_actions, cfg.vec_dim)) for h in self.heads})
-        self.target_heads = nn.ModuleDict(
-            {h: copy.deepcopy(self.online_heads[h]) for h in self.heads if h in TARGET_HEADS})
+            {h: Head(cfg, registry.get(h).out_shape(spec.num_actions, cfg)) for h in self.heads})
+        self.target_heads = nn.ModuleDict({h: copy.deepcopy(self.online_heads[h])
+                                           for h in self.heads if registry.get(h).has_target})
         self.target_heads.requires_grad_(False)
 
     @property
@@ -81,12 +85,25 @@ class MouseModel(nn.Module):
                 out[f"{h}_target"] = head(detached)
         return TensorDict(out, batch_size=feats.shape[:-1], device=feats.device)
 
-    def polyak_update(self, dqn_tau: float = 0.0, vec_dqn_tau: float = 0.0) -> None:
-        """θ_target ← τ·θ_online + (1−τ)·θ_target per target head; τ ≤ 0 leaves it."""
-        for name, tau in (("dqn", dqn_tau), ("vec_dqn", vec_dqn_tau)):
-            tau = float(tau)
-            if tau > 1.0:
-                raise ValueError(f"{name}_tau must be <= 1, got {tau}")
-            if tau <= 0.0 or name not in self.target_heads:
+    def polyak_update(self, **taus: float | torch.Tensor) -> None:
+        """θ_target ← τ·θ_online + (1−τ)·θ_target, ``<head>_tau=τ`` per target head.
+
+        Takes ``dqn_tau``, ``vec_dqn_tau``, ... (one per registered head with a
+        target); a head left out, or not in this model, is left. A float τ ≤ 0
+        leaves the head and τ = 1 copies it. A 0-dim tensor τ stays on the device
+        unchecked (checking it would be a host sync): it must lie in [0, 1].
+        """
+        for key, tau in taus.items():
+            name = key.removesuffix("_tau")
+            if not key.endswith("_tau") or name not in registry.target_head_names():
+                raise TypeError(f"polyak_update() got an unexpected keyword argument {key!r}; "
+                                f"it takes <head>_tau for {registry.target_head_names()}")
+            if name not in self.target_heads:
                 continue
+            if not isinstance(tau, torch.Tensor):
+                tau = float(tau)
+                if tau > 1.0:
+                    raise ValueError(f"{key} must be <= 1, got {tau}")
+                if tau <= 0.0:
+                    continue
             polyak_(self.target_heads[name], self.online_heads[name], tau)

@@ -145,6 +145,25 @@ def test_polyak_tau_one_copies_and_zero_leaves():
         model.polyak_update(dqn_tau=1.5)
 
 
+def test_polyak_device_tau_and_unknown_heads():
+    model = make_model()
+    _perturb_online(model)
+    before = {n: [(o.detach().clone(), t.detach().clone()) for o, t in _pairs(model, n)]
+              for n in ("dqn", "vec_dqn")}
+    # 0-dim tensors (the train step's τ·keep): 0 holds exactly, 1 copies exactly
+    model.polyak_update(dqn_tau=torch.tensor(0.0), vec_dqn_tau=torch.tensor(1.0))
+    assert all(torch.equal(t, t0) for (_, t0), (_, t) in zip(before["dqn"], _pairs(model, "dqn")))
+    assert all(torch.equal(o, t) for o, t in _pairs(model, "vec_dqn"))
+    model.polyak_update(dqn_tau=torch.tensor(0.25))
+    for (o0, t0), (_, t) in zip(before["dqn"], _pairs(model, "dqn")):
+        torch.testing.assert_close(t, 0.25 * o0 + 0.75 * t0, rtol=1e-6, atol=1e-7)
+    with pytest.raises(TypeError, match="sp_tau"):  # sp keeps no target
+        model.polyak_update(sp_tau=0.5)
+    with pytest.raises(TypeError, match="dqn"):
+        model.polyak_update(dqn=0.5)
+    make_model(heads=("sp",)).polyak_update(dqn_tau=0.5)  # a head the model lacks is left
+
+
 def test_gradients_reach_online_not_target():
     model = make_model(heads=HEADS)
     out = model(make_batch(spec_for("continuous", A), B, S))
