@@ -26,7 +26,7 @@ from mouse.config import RunConfig, to_dict
 from mouse.envs import describe_env
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
-from mouse.train import make_optimizer, train_step
+from mouse.train import MetricMeans, make_optimizer, train_step
 from mouse.transport import learner_sockets
 
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -161,7 +161,7 @@ class Learner:
         self.ingest.start()
         self.loop.start = time.monotonic()
         self._batchifier: PrefetchBatchifier | None = None
-        self._stats = _Interval(self.device)
+        self._stats = _Interval()
         self._write_status("running")
         try:
             while self.loop.tick():
@@ -322,18 +322,18 @@ class Learner:
 class _Interval:
     """Per-update timings and metrics between two logs (metrics summed on the device)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self):
         self.wait = self.total = 0.0
+        self.means = MetricMeans()
         self.n = 0
-        self.sums: dict[str, float] = {}
+        self.skipped = 0  # non-finite updates skipped, over the whole process
         self.marks = {"steps": (time.monotonic(), 0), "updates": (time.monotonic(), 0)}
 
     def step(self, wait: float, total: float, metrics: dict) -> None:
         self.wait += wait
         self.total += total
         self.n += 1
-        for k, v in metrics.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.means.add(metrics)
 
     def rate(self, name: str, count: int) -> float:
         t0, c0 = self.marks[name]
@@ -342,10 +342,12 @@ class _Interval:
         return (count - c0) / max(now - t0, 1e-9)
 
     def flush(self) -> dict[str, float]:
-        m = {k: float(v) / self.n for k, v in self.sums.items()} if self.n else {}
+        m = self.means.flush()  # the one host sync of the interval
+        if "train/skipped_nonfinite" in m:  # a mean over the interval's updates: make it a count
+            self.skipped += round(m["train/skipped_nonfinite"] * self.n)
+            m["train/skipped_nonfinite"] = self.skipped
         if self.total > 0:
             m["perf/batch_wait_fraction"] = self.wait / self.total
         self.wait = self.total = 0.0
         self.n = 0
-        self.sums = {}
         return m

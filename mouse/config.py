@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mouse.losses import DqnLossConfig
 from mouse.wire import DEFAULT_MAX_RECORDS as MAX_CHUNK_RECORDS
 from mouse.models import ModelConfig
 from mouse.replay import ReplayConfig
@@ -163,18 +162,11 @@ class BudgetConfig:
     """Stop when an evaluation's mean return reaches this (nan or inf = never)."""
 
 
-def _default_train() -> TrainConfig:
-    # small windows and a higher learning rate suit the default CartPole job on a CPU learner;
-    # time-limit truncation is not a real terminal state, so bootstrap through it
-    return TrainConfig(lr=1e-3, batch_size=64, seq_len=8,
-                       dqn=DqnLossConfig(gamma=0.99, gamma_truncated=0.99))
-
-
 @dataclass(frozen=True)
 class RunConfig:
     env: EnvConfig = field(default_factory=EnvConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=_default_train)
+    train: TrainConfig = field(default_factory=TrainConfig)
     replay: ReplayConfig = field(default_factory=ReplayConfig)
     actor: ActorConfig = field(default_factory=ActorConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)

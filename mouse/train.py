@@ -31,17 +31,19 @@ NEEDS_Q_STAR = tuple(h.name for h in registry.all_heads() if h.needs_q_star)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    lr: float = 3e-4
+    lr: float = 1e-3
     """Adam learning rate."""
     adam_eps: float = 1e-5
     """Adam epsilon (larger than torch's 1e-8: steadier steps on RL's noisy targets)."""
     grad_clip: float = 10.0
     """Max global gradient norm (clip_grad_norm_); 0 = no clipping (the norm is still logged)."""
-    batch_size: int = 256
+    batch_size: int = 64
     """Windows per update (B)."""
-    seq_len: int = 16
+    seq_len: int = 8
     """Consecutive steps per window (S); >= 2 since a transition pairs t with t+1."""
-    dqn: DqnLossConfig = field(default_factory=DqnLossConfig)
+    # time-limit truncation is not a real terminal state: bootstrap through it (the loss
+    # config's own default, from losses-api.txt, is gamma_truncated=0)
+    dqn: DqnLossConfig = field(default_factory=lambda: DqnLossConfig(gamma_truncated=0.99))
     """TD loss of the dqn head (and the Polyak rate of its target)."""
     vec_dqn: VecDqnLossConfig = field(default_factory=lambda: VecDqnLossConfig(weight=0.0))
     """Rotation loss of the vec_dqn head (and the Polyak rate of its target); off by default."""

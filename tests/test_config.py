@@ -52,3 +52,20 @@ def test_config_flag_sets_defaults_that_flags_override(tmp_path):
     assert base == saved and rest == ["--num-actors", "1"]
     base, rest = _split_config_flag([f"--config={tmp_path / 'c.json'}"])
     assert base == saved and rest == []
+
+
+def test_acting_policies_are_the_registry_heads_that_can_act():
+    import typing
+
+    from mouse.config import ActorConfig
+    from mouse.heads import policy_names
+
+    hints = typing.get_type_hints(ActorConfig)
+    assert set(typing.get_args(hints["policy"])) == set(policy_names())
+
+
+def test_run_config_uses_the_train_config_defaults():
+    from mouse.config import RunConfig
+    from mouse.train import TrainConfig
+
+    assert RunConfig().train == TrainConfig()  # one set of training defaults

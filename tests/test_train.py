@@ -38,7 +38,9 @@ def make_model(heads=("dqn", "vec_dqn", "sp", "sv"), backbone="transformer", see
 
 def test_train_config_defaults_and_validation():
     cfg = TrainConfig()
-    assert (cfg.lr, cfg.grad_clip, cfg.batch_size, cfg.seq_len) == (3e-4, 10.0, 256, 16)
+    # the one set of training defaults (the default run's): small windows for CartPole on a CPU
+    assert (cfg.lr, cfg.grad_clip, cfg.batch_size, cfg.seq_len) == (1e-3, 10.0, 64, 8)
+    assert cfg.dqn.gamma_truncated == cfg.dqn.gamma == 0.99  # time limits are not terminal
     assert cfg.active_heads() == ("dqn",)
     assert (cfg.vec_dqn.weight, cfg.sp.weight, cfg.sv.weight) == (0.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="weight"):
