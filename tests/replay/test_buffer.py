@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mouse.records import RecordError, RecordSpec
-from mouse.replay import ReplayConfig, make_replay_buffer
+from mouse.replay import NoWindowError, ReplayConfig, make_replay_buffer
 
 from .fakes import CARTPOLE, FakeActor, make_records, stored_windows, window_ids, window_problems
 
@@ -176,6 +176,25 @@ def test_restore_refuses_a_different_buffer(tmp_path):
         make_replay_buffer(ReplayConfig(capacity=41), CARTPOLE).restore(tmp_path / "saved")
     with pytest.raises(ValueError, match="holds records of"):
         make_replay_buffer(ReplayConfig(capacity=40), RecordSpec("discrete", (), 2)).restore(tmp_path / "saved")
+
+
+def test_torchrl_buffer_calls_reach_the_sampler():
+    """ReplayBuffer.set_rng replaces the generator windows are drawn with (and saved); empty()
+    forgets every window. TorchRL calls both hooks by private names on the sampler."""
+    def filled(seed):
+        replay = make_replay_buffer(ReplayConfig(capacity=100, seed=seed), CARTPOLE, seq_len=3)
+        replay.ingest(FakeActor(range(3), episode_len=5).records(20))
+        return replay
+
+    reseeded, seeded_so, other = filled(0), filled(9), filled(0)
+    reseeded.buffer.set_rng(torch.Generator().manual_seed(9))
+    drawn = window_ids(reseeded.sample(16))
+    assert drawn == window_ids(seeded_so.sample(16)) != window_ids(other.sample(16))
+    assert torch.equal(reseeded.generator.get_state(), seeded_so.generator.get_state())
+    reseeded.buffer.empty()
+    assert len(reseeded) == 0 and reseeded.num_windows == 0
+    with pytest.raises(NoWindowError):
+        reseeded.sample(4)
 
 
 def test_memory_per_step_stays_within_a_tenth_of_the_records():
