@@ -219,31 +219,6 @@ def test_unsorted_and_single_row_writes_through_torchrl_extend():
     assert flat.batch_size == torch.Size([24]) and not window_problems(flat.reshape(8, 3))
 
 
-@pytest.mark.parametrize("storage", ["tensor", "memmap"])
-def test_slice_writer_keeps_torchrl_storage_bookkeeping(tmp_path, storage):
-    """FifoSliceWriter copies into the storage's tensors itself: contents, length, cursors and
-    returned indices stay those of TorchRL's RoundRobinWriter, wrap-around included."""
-    from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer, RoundRobinWriter
-
-    from mouse.replay.buffer import FifoSliceWriter
-
-    def build(writer, name):
-        store = (LazyMemmapStorage(16, scratch_dir=tmp_path / name) if storage == "memmap"
-                 else LazyTensorStorage(16))
-        return ReplayBuffer(storage=store, writer=writer)
-
-    ours, theirs = build(FifoSliceWriter(), "ours"), build(RoundRobinWriter(), "theirs")
-    actor = FakeActor([0, 1], episode_len=3)
-    for steps in (3, 1, 4, 2, 8, 5):  # 6, 2, 8, 4, 16, 10 rows: the third write onwards wraps
-        chunk = actor.records(steps)
-        assert torch.equal(ours.extend(chunk), theirs.extend(chunk))
-        assert len(ours) == len(theirs)
-        assert ours.storage._last_cursor_index == theirs.storage._last_cursor_index
-        assert (ours.writer._cursor, ours.writer._write_count) == (theirs.writer._cursor,
-                                                                   theirs.writer._write_count)
-        assert (ours.storage[:] == theirs.storage[:]).all()
-
-
 def test_make_records_fakes_obey_the_contract():
     from mouse.records import validate_records
     validate_records(FakeActor([0, 5], episode_len=2).records(7), CARTPOLE)
