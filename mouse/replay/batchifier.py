@@ -9,7 +9,7 @@ Workers draw windows from the replay (``replay.sample(B, S)``; the replay's lock
 makes this safe while ingest keeps writing) and keep up to ``prefetch`` batches
 in a queue. While the buffer has no window yet they wait and retry; ``close()``
 still stops them. An exception in a worker is re-raised by the consumer's next
-``next()``.
+``next()``. ``workers_alive`` counts the worker threads still running.
 
 On CUDA each worker gathers the batch straight into pinned memory and copies it
 to the device, non-blocking, on its own CUDA stream; the consumer's stream waits
@@ -121,6 +121,11 @@ class PrefetchBatchifier:
                 t.record_stream(current)  # the allocator must not reuse these before the step is done
         self.batches += 1
         return batch
+
+    @property
+    def workers_alive(self) -> int:
+        """Worker threads still running: 0 once ``close()`` has returned, or after a worker error."""
+        return sum(t.is_alive() for t in self._threads)
 
     def __next__(self) -> TensorDict:
         return self.get()

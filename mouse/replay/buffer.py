@@ -15,7 +15,8 @@ and values (``mouse.records.validate_records``), then, after grouping the chunk
 by stream (stable, so a stream's records land in consecutive storage rows),
 that each stream's records are consecutive steps (a vectorised check; the
 per-stream report of ``continuity_problems`` only when it fails). It writes
-with ``FifoSliceWriter``, a FIFO ``RoundRobinWriter`` that copies slices;
+with ``FifoSliceWriter``, a FIFO ``RoundRobinWriter`` that copies slices
+(``writer.py``);
 ``StreamWindowSampler`` links each stream's pieces across chunks and splits
 them at gaps and restarts (see ``sampler.py``).
 
@@ -36,12 +37,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
-from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer, RoundRobinWriter
+from tensordict import TensorDict
+from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 
 from mouse.records import RecordError, RecordSpec, continuity_problems, next_time, validate_records
 from mouse.replay.config import ReplayConfig
 from mouse.replay.sampler import StreamWindowSampler
+from mouse.replay.writer import FifoSliceWriter
 
 FORMAT_VERSION = 1
 _BOOKKEEPING = ("stream_id", "time", "done")
@@ -51,10 +53,6 @@ def _gather(x: torch.Tensor, index: torch.Tensor, B: int, S: int, pin_memory: bo
     out = torch.empty((B * S, *x.shape[1:]), dtype=x.dtype, pin_memory=pin_memory)
     torch.index_select(x, 0, index, out=out)  # [B * S, ...]
     return out.view(B, S, *x.shape[1:])  # [B, S, ...]
-
-
-def _plain(x: torch.Tensor) -> torch.Tensor:
-    return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
 
 
 def _bookkeeping(chunk: TensorDict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -69,69 +67,6 @@ def _consecutive(sid: np.ndarray, time: np.ndarray, done: np.ndarray) -> bool:
     return not ((sid[1:] == sid[:-1]) & (time[1:] != expected)).any()
 
 
-class FifoSliceWriter(RoundRobinWriter):
-    """``RoundRobinWriter`` that writes a chunk as one or two contiguous slices.
-
-    Same cursor, indices and FIFO order; ``copy_`` into slices instead of
-    ``index_put_`` with an index tensor, which is several times slower on CPU.
-    Once the storage exists, each field is copied straight into the storage's own
-    tensor, with the length/cursor bookkeeping ``TensorStorage.set`` would do: on a
-    chunk of a few hundred records ``set`` costs ~3x more (TensorDict indexing, ``to``,
-    per-key dispatch) than these copies. The first write still goes through ``set``,
-    which allocates the storage from it.
-    """
-
-    def extend(self, data) -> torch.Tensor:
-        n, cap, cur = len(data), self._storage.max_size, self._cursor
-        if not 0 < n <= cap:
-            raise ValueError(f"cannot write {n} rows into a storage of {cap}")
-        head = min(n, cap - cur)
-        parts = [(slice(cur, cur + head), slice(0, head))]
-        if head < n:  # wrap around
-            parts.append((slice(0, n - head), slice(head, n)))
-        pairs = self._field_pairs(data)
-        if pairs is None:  # first write (the storage allocates itself from it) or another layout
-            for rows, part in parts:
-                self._storage.set(rows, data[part])
-        else:
-            for dst, src in pairs:
-                if head == n:  # the usual case: no wrap, so no need to slice the chunk
-                    dst[cur:cur + n].copy_(src)
-                    continue
-                for rows, part in parts:
-                    dst[rows].copy_(src[part])
-            self._wrote(parts[-1][0], n)
-        self._cursor = (cur + n) % cap
-        self._write_count += n
-        index = torch.arange(cur, cur + n)
-        if head < n:
-            index %= cap
-        self._mark_update_entities(index)
-        return index
-
-    def _field_pairs(self, data) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """(storage tensor, chunk tensor) per field; None unless both hold exactly the same plain
-        tensor fields (then ``TensorStorage.set`` decides: it allocates, handles nesting, raises)."""
-        store = getattr(self._storage, "_storage", None)
-        if not (self._storage.initialized and isinstance(store, TensorDictBase)
-                and type(data) is TensorDict and data.batch_dims == 1):
-            return None
-        dst, src = dict(store.items()), dict(data.items())
-        if dst.keys() != src.keys() or not all(isinstance(x, torch.Tensor)
-                                               for x in (*dst.values(), *src.values())):
-            return None
-        # a MemoryMappedTensor (memmap storage) is a tensor subclass: plain views of the same
-        # memory slice several times faster
-        return [(_plain(dst[k]), src[k]) for k in dst]
-
-    def _wrote(self, last_rows: slice, n: int) -> None:
-        """The bookkeeping ``TensorStorage.set`` does around a write: last cursor, length, revision."""
-        storage = self._storage
-        storage._set_last_cursor(last_rows)
-        storage._len = min(storage._len + n, storage.max_size)
-        storage._bump_mutation_revision()
-
-
 def make_replay_buffer(cfg: ReplayConfig, spec: RecordSpec | None = None, seq_len: int = 16) -> "StreamReplay":
     """TorchRL storage (tensor or memmap) + FIFO writer + StreamWindowSampler.
 
@@ -143,18 +78,16 @@ def make_replay_buffer(cfg: ReplayConfig, spec: RecordSpec | None = None, seq_le
     else:
         storage = LazyTensorStorage(cfg.capacity)
     sampler = StreamWindowSampler(storage, seq_len)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)  # the buffer hands it to the sampler
     buffer = ReplayBuffer(storage=storage, sampler=sampler, writer=FifoSliceWriter(), generator=generator)
-    return StreamReplay(buffer, cfg, spec, generator)
+    return StreamReplay(buffer, cfg, spec)
 
 
 class StreamReplay:
     """A torchrl ``ReplayBuffer`` of step records with validated ingest and window sampling."""
 
-    def __init__(self, buffer: ReplayBuffer, cfg: ReplayConfig, spec: RecordSpec | None,
-                 generator: torch.Generator):
+    def __init__(self, buffer: ReplayBuffer, cfg: ReplayConfig, spec: RecordSpec | None):
         self.buffer = buffer
-        self.generator = generator  # the buffer's sampling generator (saved and restored)
         self.cfg = cfg
         self.spec = spec
         self._lock = threading.RLock()
@@ -164,6 +97,11 @@ class StreamReplay:
     def lock(self) -> threading.RLock:
         """Held by ingest, sample, save and restore; hold it to read the storage consistently."""
         return self._lock
+
+    @property
+    def generator(self) -> torch.Generator:
+        """The generator windows are drawn with (saved and restored); ``buffer.set_rng`` replaces it."""
+        return self.sampler.generator
 
     @property
     def sampler(self) -> StreamWindowSampler:

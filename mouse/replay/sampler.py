@@ -40,9 +40,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchrl.data.replay_buffers.samplers import Sampler
 
 from mouse.records import next_time
+from mouse.replay.torchrl_compat import SamplerHooks, storage_fields
 
 
 class NoWindowError(RuntimeError):
@@ -79,7 +79,7 @@ def _put(column: np.ndarray, start: int, values: np.ndarray) -> None:
         done += m
 
 
-class StreamWindowSampler(Sampler):
+class StreamWindowSampler(SamplerHooks):
     """Samples windows of ``seq_len`` consecutive records of one stream, uniformly."""
 
     def __init__(self, storage, seq_len: int):
@@ -88,9 +88,10 @@ class StreamWindowSampler(Sampler):
         self._store = storage  # read back stream_id/time/done of written rows
         self.capacity = int(storage.max_size)
         self.seq_len = int(seq_len)
-        self._empty()
+        self.reset()
 
-    def _empty(self):
+    def reset(self) -> None:
+        """Forget every row and stream (``ReplayBuffer.empty`` calls this)."""
         C = self.capacity
         self._set_index(torch.zeros(C, dtype=torch.bool), torch.full((C,), -1, dtype=torch.int32))
         self._n_valid = 0
@@ -109,9 +110,9 @@ class StreamWindowSampler(Sampler):
 
     def _rows(self, key: str, slot: int, n: int) -> np.ndarray:
         """Field ``key`` of the n rows just written from ``slot`` on: FIFO writes are one or two
-        contiguous slices, so read them as numpy views of the storage's own tensor (a copy only
-        on wrap-around) rather than index the whole storage TensorDict and ``index_select``."""
-        column = self._store._storage.get(key)  # TensorStorage's TensorDict of [capacity, ...] tensors
+        contiguous slices, so read them as numpy views of the storage's own column (a copy only
+        on wrap-around) rather than index the storage's TensorDict (``storage[rows]``)."""
+        column = storage_fields(self._store).get(key)  # [capacity, ...]
         if type(column) is not torch.Tensor:  # MemoryMappedTensor (memmap storage): same memory
             column = column.as_subclass(torch.Tensor)
         return _circular(column.numpy(), slot, n)  # views, no copy
@@ -211,7 +212,10 @@ class StreamWindowSampler(Sampler):
         return self.window_index(starts).reshape(-1), {}  # [B * S]
 
     def sample_starts(self, num: int) -> torch.Tensor:
-        """``num`` window starts (slots), uniform over the valid ones, with replacement."""
+        """``num`` window starts (slots), uniform over the valid ones, with replacement.
+
+        Drawn with ``self.generator``: the ReplayBuffer's (``ReplayBuffer(generator=...)``,
+        ``set_rng``), so saving and restoring the buffer's generator resumes the draws."""
         stored = min(self._written, self.capacity)
         if self._n_valid == 0:
             raise NoWindowError(f"no window of {self.seq_len} consecutive records of one stream yet "
@@ -219,11 +223,11 @@ class StreamWindowSampler(Sampler):
         frac = self._n_valid / stored
         if frac < 0.25:  # sparse: draw from the explicit list of starts
             pool = self._valid[:stored].nonzero().squeeze(1)
-            return pool[torch.randint(len(pool), (num,), generator=self._rng)]
+            return pool[torch.randint(len(pool), (num,), generator=self.generator)]
         # dense (the usual case): rejection sampling, exactly uniform over valid starts
         out, need = [], num
         while need > 0:
-            cand = torch.randint(stored, (int(need / frac * 1.2) + 16,), generator=self._rng)
+            cand = torch.randint(stored, (int(need / frac * 1.2) + 16,), generator=self.generator)
             cand = cand[self._valid.index_select(0, cand)][:need]
             out.append(cand)
             need -= len(cand)

@@ -23,6 +23,7 @@ def test_batches_are_record_windows_on_the_device():
     replay = filled()
     with PrefetchBatchifier(replay, batch_size=16, seq_len=8, prefetch=2, num_workers=2,
                             device="cpu") as batches:
+        assert batches.workers_alive == 2
         for _ in range(5):
             batch = next(batches)
             assert batch.batch_size == torch.Size([16, 8])
@@ -70,7 +71,7 @@ def test_close_stops_a_consumer_waiting_for_data():
     batches.close()
     consumer.join(5)
     assert outcome == ["stopped"]
-    assert not any(t.is_alive() for t in batches._threads)
+    assert batches.workers_alive == 0
     with pytest.raises(StopIteration):
         next(batches)
     batches.close()  # idempotent
@@ -101,7 +102,7 @@ def test_a_worker_exception_reaches_the_consumer():
     with pytest.raises(ValueError, match="storage read failed"):  # and keeps reaching it
         next(batches)
     batches.close()
-    assert not batches._threads[0].is_alive()
+    assert batches.workers_alive == 0
 
 
 def test_concurrent_ingest_and_sampling_give_no_corrupt_window():

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mouse.records import RecordError, RecordSpec
-from mouse.replay import ReplayConfig, make_replay_buffer
+from mouse.replay import NoWindowError, ReplayConfig, make_replay_buffer
 
-from .fakes import CARTPOLE, FakeActor, make_records, stored_windows, window_problems
+from .fakes import CARTPOLE, FakeActor, make_records, stored_windows, window_ids, window_problems
 
 
 def snapshot(replay):
@@ -119,13 +119,18 @@ def test_dtypes_and_shapes_are_preserved(spec):
         assert all(torch.equal(flat[j][k], src[k]) for k in spec.fields())
 
 
-@pytest.mark.parametrize("storage", ["tensor", "memmap"])
-def test_save_restore_round_trip(tmp_path, storage):
+def memmap_or_tensor(tmp_path, storage, capacity=40, seed=5):
+    """A buffer factory: each buffer it builds has its own memmap directory."""
     def build(name):
         scratch = str(tmp_path / name) if storage == "memmap" else None
-        return make_replay_buffer(ReplayConfig(capacity=40, seed=5, storage=storage,
+        return make_replay_buffer(ReplayConfig(capacity=capacity, seed=seed, storage=storage,
                                                scratch_dir=scratch), CARTPOLE, seq_len=3)
+    return build
 
+
+@pytest.mark.parametrize("storage", ["tensor", "memmap"])
+def test_save_restore_round_trip(tmp_path, storage):
+    build = memmap_or_tensor(tmp_path, storage)
     replay, actor = build("a"), FakeActor([0, 1, 2], episode_len=4)
     for n in (5, 4, 6):  # 45 steps into 40 slots: wrapped
         replay.ingest(actor.records(n))
@@ -134,15 +139,33 @@ def test_save_restore_round_trip(tmp_path, storage):
     restored = build("b")
     restored.restore(tmp_path / "saved")
     assert_same(snapshot(replay), snapshot(restored))
-    assert torch.equal(replay.generator.get_state(), restored.generator.get_state())
-    a, b = replay.sample(16, 3), restored.sample(16, 3)
-    assert all(torch.equal(a[k], b[k]) for k in CARTPOLE.fields())
     # the restored buffer keeps each stream's segment: the next chunk joins it
     chunk = actor.records(2)
     replay.ingest(chunk.clone())
     restored.ingest(chunk)
     assert_same(snapshot(replay), snapshot(restored))
     assert (0, 14) in stored_windows(restored)  # steps 14, 15 | 16: the window spans the save
+
+
+@pytest.mark.parametrize("storage", ["tensor", "memmap"])
+def test_restore_resumes_the_sampling_rng(tmp_path, storage):
+    """After a restore, a buffer draws the windows the saved one would have drawn next.
+
+    Draws before the save move the generator off its seed, so a restore that left the
+    generator alone (or reseeded it from the config) would repeat those draws instead."""
+    build = memmap_or_tensor(tmp_path, storage, capacity=200)
+    replay = build("a")
+    replay.ingest(FakeActor(range(3), episode_len=5).records(30))
+    before_save = [replay.sample(8, 3) for _ in range(3)]
+    replay.save(tmp_path / "saved")
+    expected = [replay.sample(8, 3) for _ in range(4)]
+    restored = build("b")
+    restored.restore(tmp_path / "saved")
+    drawn = [restored.sample(8, 3) for _ in range(4)]
+    assert [window_ids(b) for b in drawn] == [window_ids(b) for b in expected]
+    assert all(torch.equal(d[k], e[k]) for d, e in zip(drawn, expected) for k in CARTPOLE.fields())
+    # what a generator left at its seed would draw: the check above can tell them apart
+    assert [window_ids(b) for b in drawn[:3]] != [window_ids(b) for b in before_save]
 
 
 def test_restore_refuses_a_different_buffer(tmp_path):
@@ -153,6 +176,25 @@ def test_restore_refuses_a_different_buffer(tmp_path):
         make_replay_buffer(ReplayConfig(capacity=41), CARTPOLE).restore(tmp_path / "saved")
     with pytest.raises(ValueError, match="holds records of"):
         make_replay_buffer(ReplayConfig(capacity=40), RecordSpec("discrete", (), 2)).restore(tmp_path / "saved")
+
+
+def test_torchrl_buffer_calls_reach_the_sampler():
+    """ReplayBuffer.set_rng replaces the generator windows are drawn with (and saved); empty()
+    forgets every window. TorchRL calls both hooks by private names on the sampler."""
+    def filled(seed):
+        replay = make_replay_buffer(ReplayConfig(capacity=100, seed=seed), CARTPOLE, seq_len=3)
+        replay.ingest(FakeActor(range(3), episode_len=5).records(20))
+        return replay
+
+    reseeded, seeded_so, other = filled(0), filled(9), filled(0)
+    reseeded.buffer.set_rng(torch.Generator().manual_seed(9))
+    drawn = window_ids(reseeded.sample(16))
+    assert drawn == window_ids(seeded_so.sample(16)) != window_ids(other.sample(16))
+    assert torch.equal(reseeded.generator.get_state(), seeded_so.generator.get_state())
+    reseeded.buffer.empty()
+    assert len(reseeded) == 0 and reseeded.num_windows == 0
+    with pytest.raises(NoWindowError):
+        reseeded.sample(4)
 
 
 def test_memory_per_step_stays_within_a_tenth_of_the_records():
@@ -175,31 +217,6 @@ def test_unsorted_and_single_row_writes_through_torchrl_extend():
     assert not window_problems(replay.sample(8))
     flat = replay.buffer.sample(8 * 3)  # TorchRL's own path: flat [B * S] rows, window-major
     assert flat.batch_size == torch.Size([24]) and not window_problems(flat.reshape(8, 3))
-
-
-@pytest.mark.parametrize("storage", ["tensor", "memmap"])
-def test_slice_writer_keeps_torchrl_storage_bookkeeping(tmp_path, storage):
-    """FifoSliceWriter copies into the storage's tensors itself: contents, length, cursors and
-    returned indices stay those of TorchRL's RoundRobinWriter, wrap-around included."""
-    from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer, RoundRobinWriter
-
-    from mouse.replay.buffer import FifoSliceWriter
-
-    def build(writer, name):
-        store = (LazyMemmapStorage(16, scratch_dir=tmp_path / name) if storage == "memmap"
-                 else LazyTensorStorage(16))
-        return ReplayBuffer(storage=store, writer=writer)
-
-    ours, theirs = build(FifoSliceWriter(), "ours"), build(RoundRobinWriter(), "theirs")
-    actor = FakeActor([0, 1], episode_len=3)
-    for steps in (3, 1, 4, 2, 8, 5):  # 6, 2, 8, 4, 16, 10 rows: the third write onwards wraps
-        chunk = actor.records(steps)
-        assert torch.equal(ours.extend(chunk), theirs.extend(chunk))
-        assert len(ours) == len(theirs)
-        assert ours.storage._last_cursor_index == theirs.storage._last_cursor_index
-        assert (ours.writer._cursor, ours.writer._write_count) == (theirs.writer._cursor,
-                                                                   theirs.writer._write_count)
-        assert (ours.storage[:] == theirs.storage[:]).all()
 
 
 def test_make_records_fakes_obey_the_contract():
