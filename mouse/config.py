@@ -21,6 +21,9 @@ from mouse.replay import ReplayConfig
 from mouse.train import TrainConfig
 
 
+ALE_NAMESPACE = "ALE/"  # ids of ale-py's Atari envs (v5), which get the Atari preset (mouse.atari)
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     env_id: str = "CartPole-v1"
@@ -31,12 +34,27 @@ class EnvConfig:
     """Sub-environments (streams) per actor process."""
     num_actions: int = 0
     """Size of the model's action head; 0 = the env's action count. Larger pads with masked actions."""
-    reward_transform: Literal["identity", "sign", "symlog"] = "identity"
-    """Actor-side transform stored as xformed_reward (use with use_xformed_reward)."""
+    reward_transform: Literal["auto", "identity", "sign", "symlog"] = "auto"
+    """Actor-side transform stored as xformed_reward (use with use_xformed_reward). auto = sign under
+    the Atari preset (reward clipping; the TD losses then read xformed_reward), identity otherwise."""
     q_star: Literal["auto", "on", "off"] = "auto"
     """Attach exact q_star (value iteration on the env's transition table): auto = when the env has one."""
     q_star_gamma: float = 0.99
     """Discount of the exact q_star annotation (its own setting: the TD loss's gamma may differ)."""
+    atari_preset: bool = True
+    """ALE/ ids: standard Atari preprocessing (84x84 grayscale, frame skip 4 with max-pooling, up to
+    atari_noop_max no-op starts, v5 sticky actions, reward clipping); see mouse/atari.py."""
+    atari_noop_max: int = 30
+    """Atari preset: at most this many no-op actions after each reset (0 = none)."""
+    atari_terminal_on_life_loss: bool = False
+    """Atari preset: a lost life ends the episode as terminal (the next episode is a new game)."""
+    atari_frame_stack: int = 1
+    """Atari preset: frames per observation on the channel axis; 1 = none (the transformer's window is
+    the history; stack e.g. 4 for the mlp backbone, which sees one record)."""
+
+    @property
+    def atari_preset_applies(self) -> bool:
+        return self.atari_preset and self.env_id.startswith(ALE_NAMESPACE)
 
     def kwargs(self) -> dict:
         try:
@@ -52,6 +70,9 @@ class EnvConfig:
             raise ValueError(f"env.num_envs must be >= 1, got {self.num_envs}")
         if not 0 <= self.q_star_gamma < 1:
             raise ValueError(f"env.q_star_gamma must be in [0, 1), got {self.q_star_gamma}")
+        if self.atari_noop_max < 0 or self.atari_frame_stack < 1:
+            raise ValueError(f"env.atari_noop_max must be >= 0 and env.atari_frame_stack >= 1, got "
+                             f"{self.atari_noop_max}, {self.atari_frame_stack}")
         self.kwargs()
 
 
@@ -189,6 +210,18 @@ class RunConfig:
         if self.train.seq_len > self.model.max_seq_len:
             raise ValueError(f"train.seq_len={self.train.seq_len} exceeds model.max_seq_len="
                              f"{self.model.max_seq_len}")
+        if self.env.reward_transform == "auto" and self.env.atari_preset_applies:
+            self._clip_rewards()
+
+    def _clip_rewards(self) -> None:
+        """The Atari preset's reward clipping: xformed_reward = sign(reward), read by the TD losses.
+        Resolved here, not in EnvConfig, because the losses' switch lives in TrainConfig; "auto" stays
+        auto elsewhere so that `--env.env-id ALE/...` still resolves from the default config."""
+        t = self.train
+        object.__setattr__(self, "env", dataclasses.replace(self.env, reward_transform="sign"))
+        object.__setattr__(self, "train", dataclasses.replace(
+            t, dqn=dataclasses.replace(t.dqn, use_xformed_reward=True),
+            vec_dqn=dataclasses.replace(t.vec_dqn, use_xformed_reward=True)))
 
     @property
     def acting_context(self) -> int:

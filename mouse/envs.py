@@ -1,16 +1,25 @@
-"""Gymnasium environments as the actors and the evaluator see them."""
+"""Gymnasium environments as the actors and the evaluator see them.
+
+Every env of a run is made here, so the ids mouse adds are always registered:
+``mouse/...`` tasks (``mouse.tasks``, imported below) and the ALE ids (ale-py
+imported on first use); ALE ids get the Atari preset (``mouse.atari``).
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
 
-from mouse.config import EnvConfig
+import mouse.tasks  # noqa: F401  (registers the mouse/ ids in every process that makes envs)
+from mouse import atari
+from mouse.config import ALE_NAMESPACE, EnvConfig
 from mouse.records import RecordSpec, record_spec_for_env
 
 REWARD_TRANSFORMS = {
+    "auto": lambda r: r,  # identity; RunConfig turns auto into sign under the Atari preset
     "identity": lambda r: r,
     "sign": torch.sign,
     "symlog": lambda r: torch.sign(r) * torch.log1p(r.abs()),
@@ -26,22 +35,39 @@ class EnvInfo:
     q_star_table: torch.Tensor | None  # [spec.num_obs_states, A] when the env has a transition table
 
 
+def _make_args(cfg: EnvConfig) -> tuple[dict, list]:
+    """(gymnasium.make kwargs, wrappers innermost first) of the env ``cfg`` names."""
+    if cfg.env_id.startswith(ALE_NAMESPACE):
+        atari.register_ale(cfg.env_id)
+    elif cfg.env_id not in gym.registry and importlib.util.find_spec("ale_py") is not None:
+        atari.register_ale(cfg.env_id)  # ale-py's other ids (PongNoFrameskip-v4, ...), no preset
+    if cfg.atari_preset_applies:
+        return atari.preset_kwargs(cfg), atari.preset_wrappers(cfg)
+    return cfg.kwargs(), []
+
+
 def make_env(cfg: EnvConfig, **extra) -> gym.Env:
+    kwargs, wrappers = _make_args(cfg)
     try:
-        return gym.make(cfg.env_id, **cfg.kwargs(), **extra)
+        env = gym.make(cfg.env_id, **kwargs, **extra)
     except gym.error.Error as e:
         raise ValueError(f"cannot make env {cfg.env_id!r}: {e}") from None
+    for wrap in wrappers:
+        env = wrap(env)
+    return env
 
 
 def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
     """A synchronous vector env with NEXT_STEP autoreset (the record alignment relies on it)."""
+    kwargs, wrappers = _make_args(cfg)
     try:
         return gym.make_vec(
             cfg.env_id,
             num_envs=cfg.num_envs if num_envs is None else num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
-            **cfg.kwargs(),
+            wrappers=wrappers or None,
+            **kwargs,
         )
     except gym.error.Error as e:
         raise ValueError(f"cannot make env {cfg.env_id!r}: {e}") from None

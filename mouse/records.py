@@ -223,13 +223,14 @@ def record_spec_for_env(observation_space, action_space, num_actions: int | None
     if isinstance(observation_space, spaces.Discrete):
         kind, shape, states = "discrete", (), int(observation_space.n)
     elif isinstance(observation_space, spaces.Box) and observation_space.dtype == np.uint8 \
-            and len(observation_space.shape) == 3:
-        kind, shape = "image", tuple(observation_space.shape)
+            and len(observation_space.shape) in (2, 3):
+        # a 2-D uint8 Box is a grayscale frame [H, W]: one channel, [H, W, 1], not H*W floats
+        kind, shape = "image", tuple(observation_space.shape) + (1,) * (3 - len(observation_space.shape))
     elif isinstance(observation_space, spaces.Box):
         kind, shape = "continuous", (int(np.prod(observation_space.shape)),)
     else:
         raise ValueError(f"unsupported observation space {observation_space}: "
-                         "use Box (flattened to float32 [C]), Box uint8 [H,W,C] or Discrete")
+                         "use Box (flattened to float32 [C]), Box uint8 [H,W,C] or [H,W], or Discrete")
     return RecordSpec(kind, shape, A, q_star=q_star, action_mask=A > n, num_obs_states=states)
 
 
