@@ -1,15 +1,25 @@
-"""Monitoring: Weights & Biases (offline unless a key is configured) and a console view."""
+"""Monitoring: Weights & Biases (offline unless a key is configured), RUN_DIR/metrics.jsonl and a
+console view.
+
+metrics.jsonl has one JSON object per ``log`` call: ``step`` (updates), ``time``
+(unix seconds) and every metric of that call; ``mouse plot`` reads it. It is
+appended to (a resumed run continues the file) and flushed on every line.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from mouse.config import RunConfig, WandbConfig, to_dict
 
 log = logging.getLogger("mouse.monitor")
+
+METRICS_FILE = "metrics.jsonl"
 
 # the headline numbers shown on the console, in order
 HEADLINE = (
@@ -39,6 +49,7 @@ class Monitor:
         self.mode = wandb_mode(cfg.wandb)
         self.run = None
         self.last: dict[str, float] = {}
+        self.metrics_file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
         if self.mode != "disabled":
             import wandb
 
@@ -66,6 +77,9 @@ class Monitor:
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         self.last.update(metrics)
+        # one short line per log interval: cheap, and flushed so a crash loses nothing before it
+        self.metrics_file.write(json.dumps({"step": step, "time": time.time(), **metrics}, default=float) + "\n")
+        self.metrics_file.flush()
         if self.run is not None:
             self.run.log(metrics, step=step)
         self._console()
@@ -97,6 +111,7 @@ class Monitor:
                 self.run.summary[k] = v
 
     def finish(self) -> None:
+        self.metrics_file.close()
         if self.live is not None:
             self.live.stop()
             self.live = None

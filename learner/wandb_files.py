@@ -1,4 +1,5 @@
-"""Read W&B offline run files (`run-*.wandb`) back, to check what a run logged.
+"""Read W&B offline run files (`run-*.wandb`) back: what a run logged, for `mouse plot` on runs
+without metrics.jsonl, and for tests.
 
 The file is a LevelDB-style log of protobuf ``Record``s: a 7-byte file header,
 then 32 KiB blocks of chunks (crc32 u32, length u16, type u8: 1 full, 2 first,
@@ -11,8 +12,6 @@ import glob
 import json
 import struct
 from pathlib import Path
-
-from wandb.proto import wandb_internal_pb2 as pb
 
 _BLOCK = 32 * 1024
 
@@ -39,15 +38,25 @@ def _chunks(data: bytes):
             yield pending + payload
 
 
+def run_files(run_root: Path) -> list[Path]:
+    """The offline run files under ``run_root``/wandb, oldest run first (a resumed run adds one)."""
+    return sorted(Path(p) for p in glob.glob(str(Path(run_root) / "wandb" / "offline-run-*" / "run-*.wandb")))
+
+
 def history(run_root: Path) -> list[dict]:
-    """Every logged row of the (single) offline run under ``run_root``/wandb."""
-    files = glob.glob(str(Path(run_root) / "wandb" / "offline-run-*" / "run-*.wandb"))
-    assert len(files) == 1, f"expected one offline run under {run_root}, found {files}"
+    """Every logged row of the offline runs under ``run_root``/wandb, in order (W&B adds ``_step``,
+    ``_timestamp`` and ``_runtime`` to each row)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    files = run_files(run_root)
+    if not files:
+        raise ValueError(f"{run_root} has no offline W&B run files (wandb/offline-run-*/run-*.wandb)")
     rows = []
-    for raw in _chunks(Path(files[0]).read_bytes()):
-        rec = pb.Record()
-        rec.ParseFromString(raw)
-        if rec.WhichOneof("record_type") == "history":
-            rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                         for i in rec.history.item})
+    for path in files:
+        for raw in _chunks(path.read_bytes()):
+            rec = pb.Record()
+            rec.ParseFromString(raw)
+            if rec.WhichOneof("record_type") == "history":
+                rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
+                             for i in rec.history.item})
     return rows

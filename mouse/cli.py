@@ -3,6 +3,7 @@
     mouse run     [FLAGS] [--inproc]       learner + N local actor processes (the main job)
     mouse learner [FLAGS]                  a learner alone (cluster: actors join it)
     mouse actor   --learner tcp://HOST:PORT [--actor-id N]
+    mouse plot    RUN_DIR [RUN_DIR ...] [--out DIR]   PNG learning curves, runs overlaid
 
 `--config FILE.json` (a run's saved config.json) sets the defaults that the
 other flags then override.
@@ -89,8 +90,21 @@ def main(argv: list[str] | None = None):
 
         return actor_main(learner, actor_id, max_steps, status_file)
 
+    def plot(run_dirs: tyro.conf.Positional[tuple[str, ...]], out: str = "") -> list:
+        """Write PNG learning curves (returns, losses, throughput) of one or more runs, overlaid.
+
+        Args:
+            run_dirs: Run directories (each with metrics.jsonl, or offline W&B files).
+            out: Directory for the PNG files ("" = RUN_DIR/plots for one run, ./plots for several).
+        """
+        from learner.plot import plot_runs
+
+        paths = plot_runs(list(run_dirs), out)
+        print("\n".join(map(str, paths)))
+        return paths
+
     try:
-        tyro.extras.subcommand_cli_from_dict({"run": run, "learner": learner, "actor": actor},
+        tyro.extras.subcommand_cli_from_dict({"run": run, "learner": learner, "actor": actor, "plot": plot},
                                              args=argv, prog="mouse")
     except ValueError as e:  # configuration errors: one clear line, no traceback
         raise SystemExit(f"error: {e}") from None

@@ -13,7 +13,7 @@ from mouse.components import build_model
 from mouse.config import RunConfig, from_dict
 from mouse.envs import describe_env
 from tests.run_helpers import small_run_flags
-from tests.wandb_files import history
+from learner.wandb_files import history
 
 NUM_ENVS = 3
 
