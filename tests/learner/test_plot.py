@@ -81,7 +81,6 @@ def test_plot_reads_offline_wandb_files_without_metrics_jsonl(tmp_path):
     fake_run(tmp_path / "old", slope=1.0, wandb="offline", rows=6)
     (tmp_path / "old" / METRICS_FILE).unlink()  # a run from before metrics.jsonl
     rows = load_metrics(tmp_path / "old")
-    print(rows)
     assert series(rows, "eval/return", "eval/env_steps") == ([3000.0, 6000.0], [3.0, 6.0])
     assert series(rows, "episode/return", "step")[0] == [0, 10, 20, 30, 40, 50]
     paths = plot_runs([tmp_path / "old"])
