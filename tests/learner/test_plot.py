@@ -14,9 +14,9 @@ from mouse.cli import main as mouse_main, parse_run_config
 pytest.importorskip("matplotlib", reason="matplotlib not installed: the plot extra, pip install 'mouse[plot]'")
 
 
-def fake_run(run_dir, slope: float, wandb: str = "disabled", rows: int = 12) -> None:
+def fake_run(run_dir, slope: float, wandb_mode: str = "disabled", rows: int = 12) -> None:
     """A run's metrics as the learner logs them: training rows, and an eval row every third."""
-    cfg = parse_run_config(["--run-dir", str(run_dir), "--wandb.mode", wandb])
+    cfg = parse_run_config(["--run-dir", str(run_dir), "--wandb.mode", wandb_mode])
     run_dir.mkdir(parents=True)
     monitor = Monitor(cfg, run_dir)
     for i in range(rows):
@@ -28,6 +28,10 @@ def fake_run(run_dir, slope: float, wandb: str = "disabled", rows: int = 12) -> 
         if i % 3 == 2:
             monitor.log({"eval/return": slope * i + 1, "eval/env_steps": steps}, step=10 * i)
     monitor.finish()
+    if wandb_mode != "disabled":  # the W&B service writes the run file for good when it shuts down
+        import wandb
+
+        wandb.teardown()
 
 
 def png_size(path) -> tuple[int, int]:
@@ -78,7 +82,7 @@ def test_plot_two_runs(tmp_path):
 
 
 def test_plot_reads_offline_wandb_files_without_metrics_jsonl(tmp_path):
-    fake_run(tmp_path / "old", slope=1.0, wandb="offline", rows=6)
+    fake_run(tmp_path / "old", slope=1.0, wandb_mode="offline", rows=6)
     (tmp_path / "old" / METRICS_FILE).unlink()  # a run from before metrics.jsonl
     rows = load_metrics(tmp_path / "old")
     assert series(rows, "eval/return", "eval/env_steps") == ([3000.0, 6000.0], [3.0, 6.0])
