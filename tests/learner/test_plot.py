@@ -10,6 +10,8 @@ import pytest
 from learner.monitor import METRICS_FILE, Monitor
 from learner.plot import load_metrics, plot_runs, series
 from mouse.cli import main as mouse_main, parse_run_config
+from mouse.launch import InprocRun
+from tests.run_helpers import small_run_flags
 
 pytest.importorskip("matplotlib", reason="matplotlib not installed: the plot extra, pip install 'mouse[plot]'")
 
@@ -89,6 +91,20 @@ def test_plot_reads_offline_wandb_files_without_metrics_jsonl(tmp_path):
     assert series(rows, "episode/return", "step")[0] == [0, 10, 20, 30, 40, 50]
     paths = plot_runs([tmp_path / "old"])
     assert [p.parent for p in paths] == [tmp_path / "old" / "plots"] * 3
+
+
+@pytest.mark.timeout(240)
+def test_a_real_run_logs_its_curves(tmp_path):
+    cfg = parse_run_config(["--run-dir", str(tmp_path / "run"), "--num-actors", "1", *small_run_flags(2),
+                            "--budget.max-env-steps", "1500"])
+    summary = InprocRun(cfg).run()
+    rows = load_metrics(tmp_path / "run")
+    # one row per log interval and one per evaluation (the final one), at the learner's update count
+    assert rows[-1]["step"] <= summary["updates"] and all(r["time"] > 0 for r in rows)
+    xs, ys = series(rows, "eval/return", "eval/env_steps")
+    assert ys[-1] == pytest.approx(summary["final_eval_return"]) and xs[-1] <= summary["env_steps"]
+    assert series(rows, "loss/total", "step")[0] and series(rows, "perf/env_steps_per_s", "minutes")[0]
+    assert len(plot_runs([tmp_path / "run"])) == 3
 
 
 def test_plot_errors_name_the_run(tmp_path):
