@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 
 import numpy as np
 import pytest
 import torch
 
-from mouse.cli import parse_run_config
+from mouse.cli import main as mouse_main, parse_run_config
 from mouse.config import EnvConfig
 from mouse.envs import REWARD_TRANSFORMS, describe_env, make_env, make_vector_env
 from mouse.launch import InprocRun
@@ -31,6 +32,12 @@ def test_preset_clips_rewards_through_xformed_reward():
         cfg = parse_run_config(["--env.env-id", PONG if flags else "CartPole-v1", *flags])
         assert not cfg.train.dqn.use_xformed_reward
         assert REWARD_TRANSFORMS[cfg.env.reward_transform](torch.tensor([3.0])).item() == 3.0
+
+
+def test_without_ale_py_the_error_says_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "ale_py", None)  # as if not installed: importing it fails
+    with pytest.raises(SystemExit, match=r"ALE/Pong-v5.*needs ale-py.*mouse\[atari\]"):
+        mouse_main(["learner", "--env.env-id", PONG, "--run-dir", str(tmp_path), "--wandb.mode", "disabled"])
 
 
 @needs_ale
