@@ -19,8 +19,9 @@ from mouse import wire
 from mouse.components import build_model
 from mouse.config import RunConfig, from_dict
 from mouse.envs import describe_env
+from mouse.keys import refusal_message
 from mouse.status import write_status
-from mouse.transport import actor_sockets, drain_latest
+from mouse.transport import HandshakeWatch, actor_sockets, drain_latest
 
 from .stepper import Stepper
 
@@ -35,21 +36,26 @@ def _send_control(dealer: zmq.Socket, kind: str, body: dict) -> None:
         pass
 
 
-def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=None):
+def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=None, keys=None):
     """Say hello until the learner answers (it may start later than the actor).
 
     The learner's welcome carries the run's config (actors and learner build the
     model from the same one) and the actor id (assigned when ``actor_id`` < 0),
     followed at once by the current weights.
     ``status_path`` (optional) gets a status file saying the actor is connecting.
+    ``keys`` (``mouse.keys.ActorKeys``): CurveZMQ, talking only to the learner whose public
+    key they pin. A learner that is up but refuses the handshake (keys missing, not allowed,
+    another learner's) is a ValueError with one line saying which, rather than a wait for ever.
     Returns (cfg, actor_id, sockets, weights frames, credits).
     """
     write_status(status_path, {"state": "connecting", "learner": learner, "actor_id": actor_id})
     ctx = zmq.Context.instance()
-    sockets = actor_sockets(ctx, learner)
+    sockets = actor_sockets(ctx, learner, keys=keys)
     dealer = sockets[1]
+    handshakes = HandshakeWatch(dealer)
+    hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if keys is None else ""
     hello = {"actor_id": actor_id, "pid": os.getpid(), "host": socket.gethostname()}
-    cfg, weights, credits = None, None, 0
+    cfg, weights, credits, refused = None, None, 0, None
     start, next_warning = time.monotonic(), time.monotonic() + 5
     while not stop():
         _send_control(dealer, "hello", hello)  # dropped until the connection is up: resent below
@@ -63,14 +69,23 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=No
                     cfg, actor_id = from_dict(RunConfig, body["config"]), body["actor_id"]
                     credits = body["credits"]
             if cfg is not None and weights is not None:
+                handshakes.close()
                 log.info("actor %d connected to %s", actor_id, learner)
                 return cfg, actor_id, sockets, weights, credits
+        refused = handshakes.refused()
+        if refused:
+            error = refusal_message(learner, refused, keys)
+            write_status(status_path, {"state": "refused", "learner": learner, "error": error})
+            break
         if time.monotonic() >= next_warning:
             next_warning += 10
-            log.warning("no answer from the learner at %s after %.0fs, still trying",
-                        learner, time.monotonic() - start)
+            log.warning("no answer from the learner at %s after %.0fs, still trying%s",
+                        learner, time.monotonic() - start, hint)
+    handshakes.close()
     for s in sockets:
         s.close(0)
+    if refused:
+        raise ValueError(error)
     raise KeyboardInterrupt("stopped before the learner answered")
 
 

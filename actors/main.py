@@ -1,7 +1,8 @@
-"""Actor process entry point: `mouse actor --learner tcp://HOST:PORT [--actor-id N]`.
+"""Actor process entry point: `mouse actor --learner tcp://HOST:PORT [--actor-id N] [--keys DIR]`.
 
-The actor needs nothing but the learner's address: the learner's welcome
-carries the run config, an actor id when none is given, and the weights.
+The actor needs nothing but the learner's address (and, for a learner with CurveZMQ on,
+its keys): the learner's welcome carries the run config, an actor id when none is
+given, and the weights.
 """
 
 from __future__ import annotations
@@ -11,12 +12,16 @@ import signal
 
 import torch
 
+from mouse.keys import load_actor_keys
+
 from .actor import Actor, connect
 
 log = logging.getLogger("mouse.actor")
 
 
-def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "") -> dict:
+def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "",
+         keys: str = "") -> dict:
+    keys_pair = load_actor_keys(keys) if keys else None  # a missing file: one clear line, at once
     torch.set_num_threads(1)  # many actor processes share a node's cores
     status = status_file or None
     stop = {"now": False}
@@ -31,7 +36,7 @@ def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str 
         signal.signal(sig, handler)
     try:
         cfg, actor_id, sockets, weights, credits = connect(
-            learner, actor_id, stop=lambda: stop["now"], status_path=status)
+            learner, actor_id, stop=lambda: stop["now"], status_path=status, keys=keys_pair)
     except KeyboardInterrupt:
         return {}
     actor = Actor(cfg, actor_id, sockets, weights, credits, status_path=status)

@@ -27,7 +27,7 @@ from mouse.envs import describe_env
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
-from mouse.transport import learner_sockets
+from mouse.transport import Guard, learner_sockets
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluation import BackgroundEval, evaluate
@@ -79,6 +79,7 @@ class Learner:
         self.best_eval, self.final_eval = -math.inf, None
         self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
         self.address: str | None = None
+        self.guard: Guard | None = None  # the CurveZMQ authenticator when auth is on
         self.ingest: IngestServer | None = None
         self.monitor: Monitor | None = None
         self.loop = TrainLoop(cfg, self._hooks(), Counters(
@@ -91,10 +92,24 @@ class Learner:
                      idle=lambda: time.sleep(0.002))
 
     # --- sockets ------------------------------------------------------------------------------
-    def bind(self, address: str) -> str:
-        """Bind the three sockets at ``address`` and prepare the ingest thread; returns the address."""
+    def bind(self, address: str, keys=None) -> str:
+        """Bind the three sockets at ``address`` and prepare the ingest thread; returns the address.
+
+        ``keys`` (``mouse.keys.LearnerKeys``): CurveZMQ on; only actors in its allow-list get in.
+        """
         ctx = zmq.Context.instance()
-        self.pull, self.router, self.pub = learner_sockets(ctx, address)
+        if keys is not None:  # a context of its own: one authenticator (ZAP handler) per context
+            ctx = zmq.Context()
+            self.guard = Guard(ctx, keys)
+        try:
+            self.pull, self.router, self.pub = learner_sockets(ctx, address, keys)
+        except BaseException:
+            if self.guard is not None:
+                self.guard.close()
+                ctx.term()
+            raise
+        if self.guard is not None:
+            self.guard.watch({"records": self.pull, "control": self.router, "weights": self.pub})
         self.address = address
         self._weights_frames = wire.encode_weights(self.version, cpu_state(self.model))
         cfg = self.cfg
@@ -256,6 +271,7 @@ class Learner:
             "replay_size": len(self.replay), "actors_connected": ingest.connected(),
             "actor_steps": actors, "streams_seen": streams, "rejected": rejected,
             "stop_reason": self.loop.stop_reason,
+            "auth_rejected": None if self.guard is None else self.guard.rejected(),
         })
 
     # --- shutdown ---------------------------------------------------------------------------------
@@ -315,8 +331,12 @@ class Learner:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
+        if self.guard is not None:
+            self.guard.close()  # the sockets first, then the authenticator
         for s in (self.pull, self.router, self.pub):
             s.close(0)
+        if self.guard is not None:
+            self.pull.context.term()
 
 
 class _Interval:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import socket
 import time
 from pathlib import Path
 
 from mouse.config import RunConfig, save_config
+from mouse.keys import learner_keys
 from mouse.transport import free_port_base
 
 from .learner import Learner
@@ -61,22 +64,33 @@ def learner_address(cfg: RunConfig) -> str:
     return f"tcp://{cfg.learner.host}:{port}"
 
 
+def actor_command(address: str, keys_dir: str) -> str:
+    """The `mouse actor` line that joins this learner (a wildcard host becomes this host's name)."""
+    address = re.sub(r"^tcp://(0\.0\.0\.0|\*|\[::\]):", f"tcp://{socket.getfqdn()}:", address)
+    keys = f" --keys {keys_dir}" if keys_dir else ""
+    return f"mouse actor --learner {address}{keys}"
+
+
 def main(cfg: RunConfig, on_ready=None, address: str | None = None, on_learner=None) -> dict:
     """Run a learner until its budget ends.
 
-    ``address`` defaults to the config's tcp address; ``on_ready(address, run_dir)``
-    is called once it listens, ``on_learner(learner)`` once it exists (the
-    in-process launcher uses it to stop the learner from another thread).
+    ``address`` defaults to the config's tcp address; ``on_ready(address, run_dir, keys_dir)``
+    is called once it listens (``keys_dir``: the actors' --keys, "" when the learner is open),
+    ``on_learner(learner)`` once it exists (the in-process launcher uses it to stop the
+    learner from another thread).
     """
     run_dir = prepare_run_dir(cfg)
+    address = address or learner_address(cfg)
+    keys = learner_keys(cfg.learner.auth, cfg.learner.keys_dir, address, run_dir)
+    keys_dir = str(keys.dir.resolve()) if keys is not None else ""
     learner = Learner(cfg, run_dir)
-    address = learner.bind(address or learner_address(cfg))
-    log.info("learner listening on %s (device %s); start actors with: mouse actor --learner %s",
-             address, learner.device, address)
+    address = learner.bind(address, keys)
+    log.info("learner listening on %s (device %s); start actors with: %s",
+             address, learner.device, actor_command(address, keys_dir))
     if on_learner is not None:
         on_learner(learner)
     if on_ready is not None:
-        on_ready(address, run_dir)
+        on_ready(address, run_dir, keys_dir)
     summary = learner.run()
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), flush=True)

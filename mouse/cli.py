@@ -2,7 +2,8 @@
 
     mouse run     [FLAGS] [--inproc]       learner + N local actor processes (the main job)
     mouse learner [FLAGS]                  a learner alone (cluster: actors join it)
-    mouse actor   --learner tcp://HOST:PORT [--actor-id N]
+    mouse actor   --learner tcp://HOST:PORT [--actor-id N] [--keys DIR]
+    mouse keys    KEYS_DIR [--force]       CurveZMQ keys for a learner and its actors
     mouse plot    RUN_DIR [RUN_DIR ...] [--out DIR]   PNG learning curves, runs overlaid
 
 `--config FILE.json` (a run's saved config.json) sets the defaults that the
@@ -77,7 +78,8 @@ def main(argv: list[str] | None = None):
 
         return learner_main(cfg)
 
-    def actor(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "") -> dict:
+    def actor(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "",
+              keys: str = "") -> dict:
         """Run one actor process against a learner (config and weights come from the learner).
 
         Args:
@@ -85,10 +87,29 @@ def main(argv: list[str] | None = None):
             actor_id: This actor's id (streams are numbered from it); -1 = let the learner assign one.
             max_steps: Stop after this many vector-env steps (0 = until the learner says stop).
             status_file: Keep this JSON file up to date with the actor's state ("" = none).
+            keys: CurveZMQ keys: DIR/learner.key (the one learner to trust), DIR/actor.key_secret.
+                "" = none (a learner that listens on loopback only, or has learner.auth off).
         """
         from actors.main import main as actor_main
 
-        return actor_main(learner, actor_id, max_steps, status_file)
+        return actor_main(learner, actor_id, max_steps, status_file, keys)
+
+    def keys(keys_dir: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="KEYS_DIR")],
+             force: bool = False) -> None:
+        """Create CurveZMQ keys: KEYS_DIR/learner.key(_secret), actor.key(_secret), actors/actor.key.
+
+        The learner takes them with --learner.keys-dir KEYS_DIR (its actors/ directory is the
+        allow-list of actor public keys); actors with --keys KEYS_DIR, which needs only
+        learner.key, actor.key and actor.key_secret.
+
+        Args:
+            keys_dir: Directory to create (mode 0700; files 0600).
+            force: Replace existing keys (actors holding the old ones are then refused).
+        """
+        from mouse.keys import create_keys
+
+        path = create_keys(keys_dir, force)
+        print(f"CurveZMQ keys in {path}: learner: --learner.keys-dir {path}; actors: --keys {path}")
 
     def plot(run_dirs: tyro.conf.Positional[tuple[str, ...]], out: str = "") -> list:
         """Write PNG learning curves (returns, losses, throughput) of one or more runs, overlaid.
@@ -104,8 +125,9 @@ def main(argv: list[str] | None = None):
         return paths
 
     try:
-        tyro.extras.subcommand_cli_from_dict({"run": run, "learner": learner, "actor": actor, "plot": plot},
-                                             args=argv, prog="mouse")
+        tyro.extras.subcommand_cli_from_dict(
+            {"run": run, "learner": learner, "actor": actor, "keys": keys, "plot": plot},
+            args=argv, prog="mouse")
     except ValueError as e:  # configuration errors: one clear line, no traceback
         raise SystemExit(f"error: {e}") from None
     except KeyboardInterrupt:

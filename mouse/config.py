@@ -100,6 +100,12 @@ class LearnerConfig:
     """Address the learner binds (0.0.0.0 on a cluster); actors connect to it."""
     port: int = 5555
     """Records port; control is port + 1, weights broadcast port + 2."""
+    auth: Literal["auto", "on", "off"] = "auto"
+    """CurveZMQ encryption and authentication: only actors whose public key is in KEYS_DIR/actors/
+    may join. auto = on unless host is loopback (127.0.0.0/8, ::1, localhost); inproc needs none."""
+    keys_dir: str = ""
+    """Keys of `mouse keys`: learner.key, learner.key_secret, actors/*.key (allowed actors).
+    "" = RUN_DIR/keys, created there when auth is on and it holds no keys."""
     device: str = "auto"
     """Learner device: auto (cuda if available), cpu, cuda, cuda:N."""
     warmup_steps: int = 2_000
@@ -138,6 +144,8 @@ class LearnerConfig:
                 {"warmup_steps": self.warmup_steps, "max_ahead_steps": self.max_ahead_steps}.items() if v < 0]
         if not 0 <= self.port <= 65533:
             bad.append(f"learner.port={self.port} (0 = pick free ports, else 1..65533: it uses port..port+2)")
+        if self.auth not in ("auto", "on", "off"):  # a JSON config is not checked by the CLI
+            bad.append(f"learner.auth={self.auth!r} (auto, on or off)")
         if bad:
             raise ValueError("invalid learner config: " + ", ".join(bad))
 

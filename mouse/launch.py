@@ -20,11 +20,13 @@ from mouse.config import RunConfig
 log = logging.getLogger("mouse.launch")
 
 
-def spawn_actor(address: str, actor_id: int, run_dir: Path) -> subprocess.Popen:
+def spawn_actor(address: str, actor_id: int, run_dir: Path, keys_dir: str = "") -> subprocess.Popen:
     """`mouse actor` as a child process: log in actor-N.log, status in actor-N.status.json."""
     log_path = run_dir / f"actor-{actor_id}.log"
     cmd = [sys.executable, "-m", "mouse", "actor", "--learner", address, "--actor-id", str(actor_id),
            "--status-file", str(run_dir / f"actor-{actor_id}.status.json")]
+    if keys_dir:  # the learner requires CurveZMQ (mouse run --learner.auth on)
+        cmd += ["--keys", keys_dir]
     with open(log_path, "ab") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
 
@@ -47,9 +49,9 @@ def run_local(cfg: RunConfig) -> dict:
     procs: list[subprocess.Popen] = []
     stop = threading.Event()
 
-    def start_actors(address: str, run_dir: Path) -> None:
+    def start_actors(address: str, run_dir: Path, keys_dir: str) -> None:
         for i in range(cfg.num_actors):
-            procs.append(spawn_actor(address, i, run_dir))
+            procs.append(spawn_actor(address, i, run_dir, keys_dir))
         threading.Thread(target=_watch, args=(procs, stop), daemon=True).start()
 
     try:
@@ -74,25 +76,35 @@ class InprocRun:
 
     ``run()`` returns the learner's summary; ``actor_results`` holds each actor's
     counters (or the exception that ended it). ``stop()`` may be called from any thread.
+    ``address`` (``tcp://127.0.0.1:PORT``) puts the same threads on TCP instead, where the
+    learner may require CurveZMQ keys (``learner.auth``): its actors then get them.
     """
 
-    def __init__(self, cfg: RunConfig, name: str | None = None):
+    def __init__(self, cfg: RunConfig, name: str | None = None, address: str | None = None):
         self.cfg = cfg
-        self.address = f"inproc://mouse-{name or uuid.uuid4().hex[:12]}"
+        self.address = address or f"inproc://mouse-{name or uuid.uuid4().hex[:12]}"
+        self.keys_dir = ""  # the learner's, once it listens
         self.learner = None
         self.actors: list = []
         self.threads: list[threading.Thread] = []
         self.actor_results: dict[int, object] = {}
         self._stopped = threading.Event()
 
-    def start_actor(self, actor_id: int = -1, max_steps: int = 0) -> threading.Thread:
-        """One more actor thread joining the learner (ids as for `mouse actor`)."""
+    def start_actor(self, actor_id: int = -1, max_steps: int = 0, keys_dir: str | None = None):
+        """One more actor thread joining the learner (ids as for `mouse actor`); returns the thread.
+
+        ``keys_dir``: its --keys (default: the learner's, when it has any).
+        """
         from actors.actor import Actor, connect
+        from mouse.keys import load_actor_keys
+
+        keys_dir = self.keys_dir if keys_dir is None else keys_dir
 
         def run():
             try:
+                keys = load_actor_keys(keys_dir) if keys_dir else None
                 cfg, aid, sockets, weights, credits = connect(
-                    self.address, actor_id, stop=self._stopped.is_set)
+                    self.address, actor_id, stop=self._stopped.is_set, keys=keys)
                 actor = Actor(cfg, aid, sockets, weights, credits)
                 self.actors.append(actor)
                 if self._stopped.is_set():
@@ -122,7 +134,8 @@ class InprocRun:
     def run(self) -> dict:
         from learner.main import main as learner_main
 
-        def start_actors(_address: str, _run_dir: Path) -> None:
+        def start_actors(_address: str, _run_dir: Path, keys_dir: str) -> None:
+            self.keys_dir = keys_dir
             for i in range(self.cfg.num_actors):
                 self.start_actor(i)
 

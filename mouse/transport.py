@@ -14,14 +14,28 @@ The same sockets run over ``inproc://NAME`` (learner and actors as threads of
 one process: ``mouse run --inproc`` and most system tests) with the same wire
 format and code paths; the three endpoints are then ``inproc://NAME/records``,
 ``/control`` and ``/weights``.
+
+Over TCP the three sockets can require CurveZMQ (``learner.auth``; keys in ``mouse.keys``):
+every connection is then encrypted, the learner's authenticator (ZAP) accepts only actors
+whose public key is in its allow-list, and each actor pins the learner's public key, so an
+impostor learner is refused too. A refused peer never gets past the handshake: no message
+of its reaches the ingest thread, and it receives nothing.
 """
 
 from __future__ import annotations
 
+import collections
+import logging
+import os
 import re
+import threading
 from dataclasses import dataclass
 
 import zmq
+from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils.monitor import recv_monitor_message
+
+log = logging.getLogger("mouse.transport")
 
 RECORDS, CONTROL, WEIGHTS = 0, 1, 2
 # bounded queues: a slow learner slows the actors rather than growing memory
@@ -51,8 +65,13 @@ def endpoints(address: str) -> Endpoints:
     return Endpoints(f"{host}:{port}", f"{host}:{port + 1}", f"{host}:{port + 2}")
 
 
-def learner_sockets(ctx: zmq.Context, address: str):
-    """Bind the learner's PULL, ROUTER and PUB sockets at ``address``; clear error when taken."""
+def learner_sockets(ctx: zmq.Context, address: str, keys=None):
+    """Bind the learner's PULL, ROUTER and PUB sockets at ``address``; clear error when taken.
+
+    With ``keys`` (``mouse.keys.LearnerKeys``) all three are CurveZMQ servers. Start the
+    ``Guard`` on ``ctx`` first: without an authenticator libzmq lets in every client that
+    knows the learner's public key.
+    """
     ep = endpoints(address)
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, LEARNER_RCVHWM)
@@ -64,6 +83,9 @@ def learner_sockets(ctx: zmq.Context, address: str):
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
     for sock, addr in ((pull, ep.records), (router, ep.control), (pub, ep.weights)):
         sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            sock.curve_secretkey, sock.curve_publickey = keys.secret, keys.public
+            sock.curve_server = True
         try:
             sock.bind(addr)
         except zmq.ZMQError as e:
@@ -74,8 +96,12 @@ def learner_sockets(ctx: zmq.Context, address: str):
     return pull, router, pub
 
 
-def actor_sockets(ctx: zmq.Context, address: str, send_hwm: int = ACTOR_SNDHWM):
-    """Connect an actor's PUSH, DEALER and SUB sockets (connecting never waits for the learner)."""
+def actor_sockets(ctx: zmq.Context, address: str, send_hwm: int = ACTOR_SNDHWM, keys=None):
+    """Connect an actor's PUSH, DEALER and SUB sockets (connecting never waits for the learner).
+
+    With ``keys`` (``mouse.keys.ActorKeys``) they are CurveZMQ clients that complete a
+    handshake only with the learner whose public key is ``keys.learner_public``.
+    """
     ep = endpoints(address)
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, send_hwm)
@@ -88,8 +114,153 @@ def actor_sockets(ctx: zmq.Context, address: str, send_hwm: int = ACTOR_SNDHWM):
     sub.setsockopt(zmq.SUBSCRIBE, b"")
     for sock, addr in ((push, ep.records), (dealer, ep.control), (sub, ep.weights)):
         sock.setsockopt(zmq.LINGER, 0)
+        if keys is not None:
+            sock.curve_secretkey, sock.curve_publickey = keys.secret, keys.public
+            sock.curve_serverkey = keys.learner_public
         sock.connect(addr)
     return push, dealer, sub
+
+
+# --- CurveZMQ: the learner's authenticator, and refused handshakes on both sides -----------------
+
+_FAILED = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | \
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH
+REFUSALS = {  # the reasons counted in RUN_DIR/status.json's auth_rejected
+    "no_curve": "a peer without CurveZMQ keys (an actor started without --keys?)",
+    "unknown_key": "a CurveZMQ key that is not in the allow-list",
+    "bad_handshake": "a failed CurveZMQ handshake (a peer with another learner public key?)",
+    "incomplete": "a connection closed before any handshake (TCP probes, port scans)",
+}
+
+
+def _refusal(event: dict) -> str | None:
+    """The reason of a failed-handshake monitor event (the same names on both sides)."""
+    if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        return "unknown_key"
+    if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+        return "no_curve" if event["value"] == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else "bad_handshake"
+    if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        return "incomplete"
+    return None
+
+
+class Guard:
+    """The learner's gatekeeper: the ZAP authenticator and a count of refused handshakes.
+
+    The authenticator (pyzmq's ThreadAuthenticator on the learner's context) accepts the
+    CurveZMQ keys in ``keys.allow_dir`` and re-reads that directory when it changes, so an
+    actor key added to a running learner's allow-list is taken within ``reload_s``.
+    ``watch(sockets)`` counts refused handshakes by reason (``rejected()``: a few counters,
+    however many peers try): the first of a reason is a WARNING, the rest DEBUG, and
+    connections closed before a handshake (kubelet TCP probes every 10-20 s) never more than DEBUG.
+    """
+
+    def __init__(self, ctx: zmq.Context, keys, reload_s: float = 2.0):
+        self.ctx, self.allow_dir, self.reload_s = ctx, str(keys.allow_dir), reload_s
+        self._rejected: collections.Counter = collections.Counter()
+        self._lock = threading.Lock()
+        self.auth = ThreadAuthenticator(ctx, log=logging.getLogger("mouse.zap"))
+        self.auth.start()
+        self._listing = None
+        self._reload()
+        self._monitors: list[tuple[zmq.Socket, zmq.Socket, str]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _reload(self) -> None:
+        """(Re)load the allow-list when its files changed (cheap: a directory listing)."""
+        try:
+            listing = sorted((e.name, e.stat().st_mtime_ns) for e in os.scandir(self.allow_dir)
+                             if e.name.endswith(".key"))
+        except OSError:
+            listing = []
+        if listing != self._listing:
+            if self._listing is not None:
+                log.info("allow-list %s changed: %d actor keys", self.allow_dir, len(listing))
+            self._listing = listing
+            self.auth.configure_curve(domain="*", location=self.allow_dir)
+
+    def watch(self, named_sockets: dict[str, zmq.Socket]) -> None:
+        for name, sock in named_sockets.items():
+            self._monitors.append((sock, sock.get_monitor_socket(_FAILED), name))
+        self._thread = threading.Thread(target=self._run, name="mouse-auth", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        poller = zmq.Poller()
+        for _, mon, _ in self._monitors:
+            poller.register(mon, zmq.POLLIN)
+        names = {mon: name for _, mon, name in self._monitors}
+        while not self._stop.is_set():
+            for mon, _ in poller.poll(int(self.reload_s * 1000)):
+                self._count(recv_monitor_message(mon), names[mon])
+            self._reload()
+
+    def _count(self, event: dict, port: str) -> None:
+        reason = _refusal(event)
+        if reason is None:
+            return
+        with self._lock:
+            self._rejected[reason] += 1
+            first = self._rejected[reason] == 1 and reason != "incomplete"
+        (log.warning if first else log.debug)(
+            "refused a handshake on the %s port: %s (refusals are counted in status.json's "
+            "auth_rejected; later ones are logged at DEBUG)", port, REFUSALS[reason])
+
+    def allowed(self) -> int:
+        """Actor keys in the allow-list as last loaded."""
+        return len(self.auth.certs.get("*", {}))
+
+    def rejected(self) -> dict[str, int]:
+        """Refused handshakes so far, by reason (a ``REFUSALS`` key)."""
+        with self._lock:
+            return dict(self._rejected)
+
+    def close(self) -> None:
+        """After the watched sockets' last use: close them, then stop the authenticator
+        (in this order: a server socket without an authenticator would let in any client)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for sock, mon, _ in self._monitors:
+            sock.disable_monitor()
+            mon.close(0)
+            sock.close(0)
+        self._monitors = []
+        self.auth.stop()
+
+
+class HandshakeWatch:
+    """An actor's view of its handshakes on one socket: is the learner up but refusing us?
+
+    ``refused()`` is the reason (a ``REFUSALS`` key) once the learner said no: at once for
+    a key it does not allow or a missing/unexpected CurveZMQ (libzmq does not even retry
+    those), after ``give_up_after`` failures in a row otherwise (a learner stopping
+    mid-handshake is no refusal). A learner that is down shows no handshake at all.
+    """
+
+    DEFINITE = ("unknown_key", "no_curve")
+
+    def __init__(self, sock: zmq.Socket, give_up_after: int = 3):
+        self.sock, self.give_up_after = sock, give_up_after
+        self.mon = sock.get_monitor_socket(_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.failures, self.reason = 0, None
+
+    def refused(self) -> str | None:
+        while self.mon.poll(0):
+            event = recv_monitor_message(self.mon)
+            reason = _refusal(event)
+            if reason is None:  # a handshake succeeded
+                self.failures, self.reason = 0, None
+            else:
+                self.failures, self.reason = self.failures + 1, reason
+        if self.reason in self.DEFINITE or self.failures >= self.give_up_after:
+            return self.reason
+        return None
+
+    def close(self) -> None:
+        self.sock.disable_monitor()
+        self.mon.close(0)
 
 
 def drain_latest(sock: zmq.Socket):
