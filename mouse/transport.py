@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import threading
+import uuid
 from dataclasses import dataclass
 
 import zmq
@@ -133,6 +134,13 @@ REFUSALS = {  # the reasons counted in RUN_DIR/status.json's auth_rejected
 }
 
 
+def _monitor(sock: zmq.Socket, events: int) -> zmq.Socket:
+    """A PAIR socket receiving ``sock``'s ``events``. Its own address: pyzmq's default is named
+    after the socket's file descriptor, which a later socket may reuse while the old monitor
+    endpoint is still being torn down (its new monitor would then hear nothing)."""
+    return sock.get_monitor_socket(events, addr=f"inproc://mouse-monitor-{uuid.uuid4().hex}")
+
+
 def _refusal(event: dict) -> str | None:
     """The reason of a failed-handshake monitor event (the same names on both sides)."""
     if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
@@ -182,7 +190,7 @@ class Guard:
 
     def watch(self, named_sockets: dict[str, zmq.Socket]) -> None:
         for name, sock in named_sockets.items():
-            self._monitors.append((sock, sock.get_monitor_socket(_FAILED), name))
+            self._monitors.append((sock, _monitor(sock, _FAILED), name))
         self._thread = threading.Thread(target=self._run, name="mouse-auth", daemon=True)
         self._thread.start()
 
@@ -243,7 +251,7 @@ class HandshakeWatch:
 
     def __init__(self, sock: zmq.Socket, give_up_after: int = 3):
         self.sock, self.give_up_after = sock, give_up_after
-        self.mon = sock.get_monitor_socket(_FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+        self.mon = _monitor(sock, _FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.failures, self.reason = 0, None
 
     def refused(self) -> str | None:

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -30,7 +33,7 @@ from mouse.keys import (KEY_FILES, ActorKeys, auth_enabled, create_keys, learner
 from mouse.launch import InprocRun
 from mouse.status import read_status
 from mouse.transport import actor_sockets, free_port_base
-from tests.run_helpers import Proc, read_summary, small_run_flags, stream_records, wait_for
+from tests.run_helpers import Proc, mouse_env, read_summary, small_run_flags, stream_records, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[1]
@@ -320,6 +323,13 @@ def test_an_actor_never_trusts_an_impostor_learner(tmp_path, background):
     # control: the same actor key pair, pinning the impostor's public key, would have joined
     assert attack(run.address, keys_with(impostor, real_actor), run.run.learner.info.spec) != []
     run.finish()
+    # an impostor without CurveZMQ at all (an open learner) is refused as well
+    open_run = background(auth_config(tmp_path / "open", "--learner.auth", "off"))
+    open_run.run.start_actor(0, keys_dir=str(real_actor))
+    err = open_run.result(0)
+    assert isinstance(err, ValueError) and "does not use CurveZMQ" in str(err), err
+    assert open_run.state() == ([], [], 0)
+    open_run.finish()
 
 
 # --- the commands ---------------------------------------------------------------------------
@@ -356,6 +366,42 @@ def test_mouse_run_with_auth_on_gives_its_actors_the_keys(tmp_path, procs):
     assert s["actors_seen"] == [0, 1] and s["env_steps"] >= 1500
     assert read_status(run_dir / "status.json")["auth_rejected"] == {}
     assert load_learner_keys(run_dir / "keys").public == load_actor_keys(run_dir / "keys").learner_public
+
+
+def test_slurm_job_scripts_make_keys_and_pass_them(tmp_path):
+    """learner.sbatch and actors.sbatch as plain bash, with stand-ins for srun and hostname:
+    the learner job makes RUN_DIR/keys and requires them, the actor task joins with --keys.
+    (Slurm itself, sbatch and the job dependencies are not here.)"""
+    bin_dir, run_dir, port = tmp_path / "bin", tmp_path / "run", free_port_base()
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text('#!/bin/sh\nwhile [ "${1#--}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (bin_dir / "hostname").write_text("#!/bin/sh\necho 127.0.0.1\n")  # the learner's address
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**mouse_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "MOUSE": f"{sys.executable} -m mouse",
+           "MOUSE_RUN_DIR": str(run_dir), "MOUSE_PORT": str(port)}
+    started = []
+
+    def script(name, *args):
+        with open(tmp_path / f"{name}.log", "wb") as out:
+            started.append(subprocess.Popen(["bash", ROOT / "deploy" / "slurm" / name, *map(str, args)],
+                                            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env,
+                                            stdin=subprocess.DEVNULL, start_new_session=True))
+        return started[-1]
+
+    try:
+        learner = script("learner.sbatch", *small_run_flags(NUM_ENVS), "--budget.max-env-steps", 1200)
+        actor = script("actors.sbatch")
+        assert learner.wait(WAIT_S * 2) == 0, (tmp_path / "learner.sbatch.log").read_text()[-3000:]
+        assert actor.wait(WAIT_S) == 0, (tmp_path / "actors.sbatch.log").read_text()[-3000:]
+    finally:
+        for p in started:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert read_summary(run_dir)["actors_seen"] == [0]
+    assert stat.S_IMODE((run_dir / "keys").stat().st_mode) == 0o700
+    assert read_status(run_dir / "status.json")["auth_rejected"] == {}  # auth was on
 
 
 # --- the Kubernetes manifests' command lines ---------------------------------------------------
