@@ -53,7 +53,8 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=No
     sockets = actor_sockets(ctx, learner, keys=keys)
     dealer = sockets[1]
     handshakes = HandshakeWatch(dealer)
-    hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if keys is None else ""
+    tcp_without_keys = keys is None and learner.startswith("tcp://")
+    hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if tcp_without_keys else ""
     hello = {"actor_id": actor_id, "pid": os.getpid(), "host": socket.gethostname()}
     cfg, weights, credits, refused = None, None, 0, None
     start, next_warning = time.monotonic(), time.monotonic() + 5

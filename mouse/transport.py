@@ -164,7 +164,7 @@ class Guard:
     """
 
     def __init__(self, ctx: zmq.Context, keys, reload_s: float = 2.0):
-        self.ctx, self.allow_dir, self.reload_s = ctx, str(keys.allow_dir), reload_s
+        self.allow_dir, self.reload_s = str(keys.allow_dir), reload_s
         self._rejected: collections.Counter = collections.Counter()
         self._lock = threading.Lock()
         self.auth = ThreadAuthenticator(ctx, log=logging.getLogger("mouse.zap"))
