@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -287,8 +288,10 @@ def test_only_allowed_actors_get_in(tmp_path, procs, background):
     refused = read_status(tmp_path / "no-keys.json")
     assert refused["state"] == "refused" and "pass --keys DIR" in refused["error"], refused
     assert "error: the learner at" in no_keys.err() and "Traceback" not in no_keys.err()
+    # as the kubelet's TCP probe does: connect to the control port and close without a handshake
+    socket.create_connection(("127.0.0.1", int(run.address.rsplit(":", 1)[1]) + 1)).close()
     # the learner counted the refused handshakes by reason (a few counters, not one per peer)
-    wait_for(lambda: {"no_curve", "unknown_key", "bad_handshake"} <= set(
+    wait_for(lambda: {"no_curve", "unknown_key", "bad_handshake", "incomplete"} <= set(
         read_status(tmp_path / "run" / "status.json")["auth_rejected"]), WAIT_S, "auth_rejected")
 
     # control: the same messages with the actors' keys are welcome (so the attacks above were
