@@ -50,9 +50,9 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=No
     """
     write_status(status_path, {"state": "connecting", "learner": learner, "actor_id": actor_id})
     ctx = zmq.Context.instance()
-    sockets = actor_sockets(ctx, learner, keys=keys)
+    handshakes = HandshakeWatch()
+    sockets = actor_sockets(ctx, learner, keys=keys, handshakes=handshakes)
     dealer = sockets[1]
-    handshakes = HandshakeWatch(dealer)
     tcp_without_keys = keys is None and learner.startswith("tcp://")
     hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if tcp_without_keys else ""
     hello = {"actor_id": actor_id, "pid": os.getpid(), "host": socket.gethostname()}

@@ -97,11 +97,14 @@ def learner_sockets(ctx: zmq.Context, address: str, keys=None):
     return pull, router, pub
 
 
-def actor_sockets(ctx: zmq.Context, address: str, send_hwm: int = ACTOR_SNDHWM, keys=None):
+def actor_sockets(ctx: zmq.Context, address: str, send_hwm: int = ACTOR_SNDHWM, keys=None,
+                  handshakes: HandshakeWatch | None = None):
     """Connect an actor's PUSH, DEALER and SUB sockets (connecting never waits for the learner).
 
     With ``keys`` (``mouse.keys.ActorKeys``) they are CurveZMQ clients that complete a
     handshake only with the learner whose public key is ``keys.learner_public``.
+    ``handshakes`` watches the DEALER's handshakes from before it connects (a refusal on
+    loopback can come at once, and libzmq does not retry it).
     """
     ep = endpoints(address)
     push = ctx.socket(zmq.PUSH)
@@ -113,6 +116,8 @@ def actor_sockets(ctx: zmq.Context, address: str, send_hwm: int = ACTOR_SNDHWM, 
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.RCVHWM, WEIGHTS_HWM)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
+    if handshakes is not None:
+        handshakes.attach(dealer)
     for sock, addr in ((push, ep.records), (dealer, ep.control), (sub, ep.weights)):
         sock.setsockopt(zmq.LINGER, 0)
         if keys is not None:
@@ -249,10 +254,15 @@ class HandshakeWatch:
 
     DEFINITE = ("unknown_key", "no_curve")
 
-    def __init__(self, sock: zmq.Socket, give_up_after: int = 3):
-        self.sock, self.give_up_after = sock, give_up_after
-        self.mon = _monitor(sock, _FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    def __init__(self, give_up_after: int = 3):
+        self.give_up_after = give_up_after
+        self.sock: zmq.Socket | None = None
+        self.mon: zmq.Socket | None = None
         self.failures, self.reason = 0, None
+
+    def attach(self, sock: zmq.Socket) -> None:
+        """Before ``sock`` connects (``actor_sockets(handshakes=...)``): no event is missed."""
+        self.sock, self.mon = sock, _monitor(sock, _FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
     def refused(self) -> str | None:
         while self.mon.poll(0):
@@ -267,8 +277,10 @@ class HandshakeWatch:
         return None
 
     def close(self) -> None:
-        self.sock.disable_monitor()
-        self.mon.close(0)
+        if self.sock is not None:
+            self.sock.disable_monitor()
+            self.mon.close(0)
+            self.sock = self.mon = None
 
 
 def drain_latest(sock: zmq.Socket):
