@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mouse.wire import DEFAULT_MAX_RECORDS as MAX_CHUNK_RECORDS
-from mouse.models import ModelConfig
-from mouse.replay import ReplayConfig
-from mouse.train import TrainConfig
+# torch-free modules only: the command builds its help and parses flags before any torch import
+from mouse.models.config import ModelConfig
+from mouse.replay.config import ReplayConfig
+from mouse.train_config import TrainConfig
+
+MAX_CHUNK_RECORDS = 65_536  # mouse.wire.DEFAULT_MAX_RECORDS (tests/test_config.py checks they agree)
 
 
 ALE_NAMESPACE = "ALE/"  # ids of ale-py's Atari envs (v5), which get the Atari preset (mouse.atari)

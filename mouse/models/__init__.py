@@ -1,8 +1,14 @@
-"""The MOUSE model: step embedder -> mlp/transformer backbone -> dqn, vec_dqn, sp, sv heads."""
+"""The MOUSE model: step embedder -> mlp/transformer backbone -> dqn, vec_dqn, sp, sv heads.
 
-from .act import POLICIES, heads_for, select_action
+``ModelConfig`` imports without torch; the model and acting functions are loaded
+on first use (the run config, and ``mouse --help``, need only the config).
+"""
+
+import importlib
+
 from .config import BACKBONES, HEADS, TARGET_HEADS, ModelConfig
-from .model import MouseModel
+
+_LAZY = {"POLICIES": ".act", "heads_for": ".act", "select_action": ".act", "MouseModel": ".model"}
 
 __all__ = [
     "BACKBONES",
@@ -14,3 +20,11 @@ __all__ = [
     "heads_for",
     "select_action",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
