@@ -37,8 +37,7 @@ class EnvConfig:
     num_actions: int = 0
     """Size of the model's action head; 0 = the env's action count. Larger pads with masked actions."""
     reward_transform: Literal["auto", "identity", "sign", "symlog"] = "auto"
-    """Actor-side transform stored as xformed_reward (use with use_xformed_reward). auto = sign under
-    the Atari preset (reward clipping; the TD losses then read xformed_reward), identity otherwise."""
+    """Reward transform recorded as xformed_reward (see train.dqn.use-xformed-reward); auto: sign for Atari."""
     q_star: Literal["auto", "on", "off"] = "auto"
     """Attach exact q_star (value iteration on the env's transition table): auto = when the env has one."""
     q_star_gamma: float = 0.99
@@ -100,8 +99,8 @@ class ActorConfig:
 class LearnerConfig:
     host: str = "127.0.0.1"
     """Address the learner binds (0.0.0.0 on a cluster); actors connect to it."""
-    port: int = 5555
-    """Records port; control is port + 1, weights broadcast port + 2."""
+    port: int = 0
+    """Records port (control port+1, weights port+2); 0 = free ports (logged, and in status.json)."""
     device: str = "auto"
     """Learner device: auto (cuda if available), cpu, cuda, cuda:N."""
     warmup_steps: int = 2_000
@@ -180,9 +179,9 @@ class BudgetConfig:
     max_env_steps: int = 300_000
     """Stop after this many env steps have reached the learner (0 = no limit)."""
     max_minutes: float = 20.0
-    """Stop after this many minutes of wall time (0 = no limit)."""
-    solved_return: float = 475.0
-    """Stop when an evaluation's mean return reaches this (nan or inf = never)."""
+    """Stop after this many minutes of this learner process (0 = no limit; a resume starts anew)."""
+    solved_return: float = math.nan
+    """Stop when an evaluation's mean return reaches this; nan = the env's reward_threshold, inf = never."""
 
 
 @dataclass(frozen=True)
@@ -264,7 +263,9 @@ def from_dict(cls, d: dict):
         elif isinstance(v, list):
             kw[k] = tuple(v)
         elif t is float and isinstance(v, str):
-            kw[k] = float(v)  # "inf" / "nan", see _json_safe
+            # "inf" / "nan", see _json_safe; nan as math.nan itself, so that a loaded config
+            # equals one built with the nan default (nan != nan, but tuples compare identity first)
+            kw[k] = math.nan if v == "nan" else float(v)
         else:
             kw[k] = v
     return cls(**kw)

@@ -61,7 +61,7 @@ class DqnLossConfig:
     gamma_truncated: float = 0.0
     """Discount on max Q(s') at truncated steps (time limits)."""
     tau: float = 0.005
-    """Polyak rate of the target Q-head: target <- tau * online + (1 - tau) * target after each update."""
+    """Polyak rate of the target Q-head: target <- tau * online + (1 - tau) * target, per update."""
     normalize_reward_mean: bool = False
     """Subtract each window's mean reward (over real pairs)."""
     normalize_reward_std: bool = False
@@ -75,8 +75,7 @@ class DqnLossConfig:
     use_xformed_reward: bool = False
     """Learn from the actors' transformed reward (env.reward_transform) instead of the raw one."""
     cql_scale_q_eps: float = 1.0
-    """The CQL penalty is scaled by (|TD target| + this): in proportion to the squared TD error as
-    Q grows, and still active when the TD target is near 0."""
+    """CQL penalty scale = |TD target| + this: keeps it in proportion as Q grows, active near 0."""
     normalize_reward_eps: float = 1e-6
     """Added to the reward std before dividing."""
     normalize_reward_target_std: float = 1.0
@@ -127,9 +126,8 @@ class SpLossConfig:
     weight: float = 1.0
     """Multiplier of this loss in the learner's total (0 disables it)."""
     loss_type: SpLossType = "ce"
-    """ce: cross-entropy with the argmax of q_star as label; the others compare with the teacher
-    softmax(q_star / temperature): ce-soft-fwd H(P, Q), ce-soft-bwd H(Q, P), js Jensen-Shannon,
-    kl-fwd KL(P || Q), kl-bwd KL(Q || P) (P teacher, Q the sp head)."""
+    """ce: argmax(q_star) as label; soft, teacher P = softmax(q_star/temperature), Q = sp: ce-soft-fwd
+    H(P,Q), ce-soft-bwd H(Q,P), js Jensen-Shannon, kl-fwd KL(P||Q), kl-bwd KL(Q||P)."""
     temperature: float = 1.0
     """Teacher temperature of the soft variants: softmax(q_star / temperature)."""
     label_smoothing: float = 0.0
