@@ -59,9 +59,9 @@ def format_summary(s: dict) -> str:
         return "n/a" if x is None or x == -math.inf else fmt.format(x)
     heads = s.get("best_eval_by_head") or {}
     best = num(s["best_eval_return"], "{:.3g}")
-    if len(heads) > 1:  # every head that acts was evaluated: show each (the acting one first)
-        best += f" ({s['eval_head']} acts)  |  " + "  ".join(
-            f"{h} {num(v, '{:.3g}')}" for h, v in heads.items())
+    if len(heads) > 1:  # every head that acts was evaluated: show the others too
+        best += f" ({s['eval_head']}, the actors' head); " + ", ".join(
+            f"{h} {num(v, '{:.3g}')}" for h, v in heads.items() if h != s["eval_head"])
     lines = [
         "",
         "== mouse run finished ==",
@@ -123,9 +123,9 @@ def main(cfg: RunConfig, on_ready=None, address: str | None = None, on_learner=N
     learner = Learner(cfg, run_dir, info)  # model, replay, checkpoint: still nothing written
     created = prepare_run_dir(run_dir)
     try:
+        address = _bind(learner, cfg, address)
         record_start(run_dir, saved, cfg)
         save_config(cfg, run_dir / "config.json")
-        address = _bind(learner, cfg, address)
         log.info("learner listening on %s (device %s, run directory %s); start actors with: "
                  "mouse actor --learner %s", address, learner.device, run_dir, address)
         if on_learner is not None:

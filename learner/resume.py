@@ -1,7 +1,7 @@
 """A run directory's config is the run's config: what a resume may change, and its record.
 
-A learner started on a run directory that holds a run (``config.json``, or a
-checkpoint from before config.json) continues that run. Settings that shape the
+A learner started on a run directory that holds a run (a checkpoint, with the
+run's ``config.json`` beside it) continues that run. Settings that shape the
 model, the data or the env cannot change then (the checkpoint and the replay
 were made with them); settings of the learner process and its budget, logging
 and evaluation can, and each start appends what it changed to
@@ -23,15 +23,16 @@ HISTORY_FILE = "config-history.jsonl"
 
 
 def saved_config(run_dir: Path) -> RunConfig | None:
-    """The config of the run in ``run_dir``, or None when it holds none."""
+    """The config of the run in ``run_dir``; None when it holds none to continue (no checkpoint:
+    whatever a start left there before its first checkpoint depends on no setting)."""
     run_dir = Path(run_dir)
+    if not (run_dir / "checkpoint.pt").is_file():
+        return None
     if (run_dir / "config.json").is_file():
         return load_config(run_dir / "config.json")
-    if (run_dir / "checkpoint.pt").is_file():
-        from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint  # a run from before config.json was written
 
-        return from_dict(RunConfig, load_checkpoint(run_dir / "checkpoint.pt")["config"])
-    return None
+    return from_dict(RunConfig, load_checkpoint(run_dir / "checkpoint.pt")["config"])
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
