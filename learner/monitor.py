@@ -13,6 +13,7 @@ once, on the line after it finished, with the env steps its weights were taken a
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
@@ -153,17 +154,22 @@ class Monitor:
 
 
 class Rates:
-    """Env steps/s and updates/s over the last interval, both over the same time span, counted
-    from this process's start: a resumed run's totals never enter a rate."""
+    """Env steps/s and updates/s, both over the same span: the last ``window_s`` seconds (at
+    least one log interval), counted from this process's start, so a resumed run's totals
+    never enter a rate. Records arrive in bursts (an actor's credits, backpressure), so a
+    window of a few bursts reads steadily where one log interval would swing between 0 and
+    twice the rate."""
 
-    def __init__(self, env_steps: int, updates: int, clock=time.monotonic):
-        self.clock = clock
-        self.mark = (clock(), env_steps, updates)
+    def __init__(self, env_steps: int, updates: int, window_s: float = 30.0, clock=time.monotonic):
+        self.clock, self.window_s = clock, window_s
+        self.marks = collections.deque([(clock(), env_steps, updates)])
 
     def take(self, env_steps: int, updates: int) -> tuple[float, float]:
-        t0, s0, u0 = self.mark
         now = self.clock()
-        self.mark = (now, env_steps, updates)
+        while len(self.marks) > 1 and self.marks[1][0] <= now - self.window_s:
+            self.marks.popleft()  # marks[0]: the newest mark at least window_s old (or the first)
+        t0, s0, u0 = self.marks[0]
+        self.marks.append((now, env_steps, updates))
         dt = max(now - t0, 1e-9)
         return (env_steps - s0) / dt, (updates - u0) / dt
 

@@ -37,11 +37,24 @@ def test_rates_count_this_process_only():
     """A resumed learner starts at 10,000 env steps and 500 updates: its first rates are not
     those totals over a few seconds (the reported updates/s 365 after a resume)."""
     now = [100.0]
-    rates = Rates(env_steps=10_000, updates=500, clock=lambda: now[0])
+    rates = Rates(env_steps=10_000, updates=500, window_s=0.0, clock=lambda: now[0])
     now[0] += 2.0
     assert rates.take(10_100, 510) == (50.0, 5.0)
     now[0] += 4.0
     assert rates.take(10_100, 530) == (0.0, 5.0)  # both over the same 4 s
+
+
+def test_rates_over_a_window_smooth_bursts():
+    """Records that arrive every other interval read as a steady rate, not 0, 200, 0, 200."""
+    now = [0.0]
+    rates = Rates(env_steps=0, updates=0, window_s=10.0, clock=lambda: now[0])
+    seen, steps = [], 0
+    for i in range(1, 9):  # 5 s intervals; 1,000 steps arrive in every second one
+        now[0] += 5.0
+        steps += 1000 if i % 2 == 0 else 0
+        seen.append(rates.take(steps, 10 * i))
+    assert [s for s, _ in seen[1:]] == [100.0] * 7  # what arrived over the last 10 s, every time
+    assert all(u == 2.0 for _, u in seen)
 
 
 def test_actor_watch_reports_joins_and_losses():
