@@ -7,11 +7,10 @@ functions are loaded on first use, so that reading a run's config (``mouse
 --help``) does not pay for importing torch.
 """
 
-import importlib
-
+from mouse.lazy import lazy_exports
 from mouse.losses.config import DqnLossConfig, SpLossConfig, SvLossConfig, VecDqnLossConfig
 
-_FUNCTIONS = {
+_LAZY = {
     "dqn_loss": "mouse.losses.dqn",
     "sp_loss": "mouse.losses.sp",
     "sv_loss": "mouse.losses.sv",
@@ -34,9 +33,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _FUNCTIONS:
-        value = getattr(importlib.import_module(_FUNCTIONS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -4,8 +4,7 @@
 on first use (the run config, and ``mouse --help``, need only the config).
 """
 
-import importlib
-
+from mouse.lazy import lazy_exports
 from .config import BACKBONES, HEADS, TARGET_HEADS, ModelConfig
 
 _LAZY = {"POLICIES": ".act", "heads_for": ".act", "select_action": ".act", "MouseModel": ".model"}
@@ -22,9 +21,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

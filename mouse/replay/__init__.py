@@ -13,8 +13,7 @@ checks on import that torchrl and tensordict are the releases it was written for
 config, and ``mouse --help``, need only the config).
 """
 
-import importlib
-
+from mouse.lazy import lazy_exports
 from mouse.replay.config import ReplayConfig
 
 _LAZY = {
@@ -29,12 +28,6 @@ __all__ = ["NoWindowError", "PrefetchBatchifier", "ReplayConfig", "StreamReplay"
            "make_replay_buffer"]
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        # first: on a TorchRL release the adapter was not written for, this fails with the
-        # adapter's one-line error rather than with whatever internal moved
-        importlib.import_module("mouse.replay.torchrl_compat")
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# first the adapter: on a TorchRL release it was not written for, the first use of
+# mouse.replay fails with its one-line error rather than with whatever internal moved
+__getattr__ = lazy_exports(__name__, _LAZY, first="mouse.replay.torchrl_compat")
