@@ -20,11 +20,10 @@ from typing import Callable
 
 import torch
 
+from mouse import heads as registry
 from mouse.acting import ActingPolicy
 from mouse.config import EnvConfig
 from mouse.envs import EnvInfo, make_env, make_vector_env
-from mouse.losses.vec_dqn import vec_dqn_scores
-from mouse.models import POLICIES
 from mouse.records import StreamRecorder
 
 # argmax within this of the best q_star counts as optimal: ties are not held against a head
@@ -33,7 +32,7 @@ OPTIMAL_TOL = 1e-6
 
 def acting_heads(model_heads, acting: str) -> tuple[str, ...]:
     """The heads of a model that can act, the acting head first."""
-    return (acting,) + tuple(h for h in POLICIES if h in model_heads and h != acting)
+    return (acting,) + tuple(h for h in registry.policy_names() if h in model_heads and h != acting)
 
 
 def binary_goal_reward(env_cfg: EnvConfig) -> bool:
@@ -56,9 +55,9 @@ def binary_goal_reward(env_cfg: EnvConfig) -> bool:
 
 def head_scores(out, head: str, action_mask: torch.Tensor | None) -> torch.Tensor:
     """[N, A] scores whose argmax is the head's greedy action (as ``select_action`` scores them)."""
-    x = out[head].float()
-    if head == "vec_dqn":
-        x = vec_dqn_scores(x, action_mask)
+    spec, x = registry.get(head), out[head].float()
+    if spec.scores is not None:
+        x = spec.scores(x, action_mask)
     if action_mask is not None:
         x = x.masked_fill(~action_mask, float("-inf"))
     return x
