@@ -22,9 +22,9 @@ import zmq
 
 from mouse import wire
 from mouse.components import build_model, resolve_device
-from mouse.models import heads_for
 from mouse.config import RunConfig, to_dict
 from mouse.envs import describe_env
+from mouse.models import heads_for
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
