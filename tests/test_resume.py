@@ -63,9 +63,9 @@ def test_a_run_resumed_reports_the_whole_run(tmp_path):
     assert s2["wall_minutes"] > s1["wall_minutes"]  # all starts together
     assert s2["best_eval_return"] >= s1["best_eval_return"]  # kept from the checkpoint
     assert set(s2["best_eval_by_head"]) == {"dqn", "sp"}
-    history = [json.loads(x) for x in (d / "config-history.jsonl").read_text().splitlines()]
-    assert [h["resume"] for h in history] == [False, True]
-    assert history[1]["changed"] == {"budget.max_env_steps": [1500, s1["env_steps"] + 1500],
+    starts = [json.loads(x) for x in (d / "config-history.jsonl").read_text().splitlines()]
+    assert [h["resume"] for h in starts] == [False, True]
+    assert starts[1]["changed"] == {"budget.max_env_steps": [1500, s1["env_steps"] + 1500],
                                      "eval.episodes": [16, 2]}  # small_run_flags' value
     # the same W&B run, continued: two offline directories of one run id
     runs = [f.parent.name for f in run_files(d)]  # offline-run-<time>-<id>
