@@ -31,6 +31,7 @@ from mouse.config import RunConfig, load_config
 
 Cfg = Annotated[RunConfig, tyro.conf.arg(name="")]
 RunDir = Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR")]
+RunDirs = Annotated[tuple[str, ...], tyro.conf.Positional, tyro.conf.arg(metavar="RUN_DIR [RUN_DIR ...]")]
 
 COMMANDS = {
     "run": "a learner and --num-actors actor processes on this machine (the main job)",
@@ -221,7 +222,7 @@ def _eval(argv: list[str], prog: str):
 
 
 def _plot(argv: list[str], prog: str):
-    def plot(run_dirs: tyro.conf.Positional[tuple[str, ...]], out: str = "") -> list:
+    def plot(run_dirs: RunDirs, out: str = "") -> list:
         """Write PNG learning curves (returns, losses, throughput) of one or more runs, overlaid.
 
         Args:

@@ -20,7 +20,7 @@ from mouse.config import EnvConfig, RunConfig, TrainConfig, save_config
 from mouse.losses import SpLossConfig
 
 REPO = Path(__file__).resolve().parents[1]
-COMMANDS = ("run", "learner", "actor", "eval")
+COMMANDS = ("run", "learner", "actor", "eval", "plot")
 
 
 def help_text(capsys, *argv) -> str:
@@ -76,7 +76,7 @@ def test_help_shows_choices_and_no_internal_wording(capsys):
 
 def test_help_imports_neither_torch_nor_zmq_nor_gymnasium():
     code = ("import sys\nfrom mouse.cli import main\n"
-            "for cmd in ([], ['run'], ['learner'], ['actor'], ['eval']):\n"
+            "for cmd in ([], ['run'], ['learner'], ['actor'], ['eval'], ['plot']):\n"
             "    try:\n        main([*cmd, '--help'])\n    except SystemExit:\n        pass\n"
             "print(sorted(m for m in ('torch', 'zmq', 'gymnasium', 'tensordict', 'wandb') "
             "if m in sys.modules))")
