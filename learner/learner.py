@@ -24,15 +24,16 @@ from mouse import wire
 from mouse.components import build_model, resolve_device
 from mouse.config import RunConfig, to_dict
 from mouse.envs import describe_env
+from mouse.models import heads_for
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
 from mouse.transport import Guard, learner_sockets
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluation import BackgroundEval, evaluate
+from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evaluate
 from .ingest import IngestServer
-from .monitor import Monitor
+from .monitor import ActorWatch, Monitor, Rates
 from .schedule import Counters, Hooks, TrainLoop
 
 log = logging.getLogger("mouse.learner")
@@ -56,28 +57,36 @@ def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 class Learner:
-    def __init__(self, cfg: RunConfig, run_dir: Path):
+    def __init__(self, cfg: RunConfig, run_dir: Path, info=None):
+        """Builds everything and resumes from RUN_DIR/checkpoint.pt when there is one, but
+        writes nothing: the run directory may not exist yet (``info``: the env, described)."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.device = resolve_device(cfg.learner.device)
         torch.manual_seed(cfg.learner.seed)
-        self.info = describe_env(cfg.env)
+        self.info = describe_env(cfg.env) if info is None else info
         check_config(cfg, self.info)
         self.model = build_model(cfg, self.info).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg.train)
         self.replay = make_replay_buffer(cfg.replay, self.info.spec, seq_len=cfg.train.seq_len)
         self.version, self.updates, self.env_steps0 = 0, 0, 0
+        self.wall_s0 = 0.0  # wall time of the run's earlier starts
+        self.best_eval, self.final_eval = -math.inf, None  # of the acting head, as eval/return
+        self.best_by_head: dict[str, float] = {}
+        self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.best_path = self.run_dir / "best.pt"
         self.replay_dir = self.run_dir / "replay"
         self.status_path = self.run_dir / "status.json"
         if self.checkpoint_path.exists():
             self._resume()
         e = cfg.eval
+        self.eval_heads = acting_heads(heads_for(cfg.train, cfg.actor.policy), cfg.actor.policy)
         self.evaluator = BackgroundEval(build_model(cfg, self.info).eval(), partial(
-            evaluate, env_cfg=cfg.env, info=self.info, policy=cfg.actor.policy,
-            context_len=cfg.acting_context, episodes=e.episodes, max_steps=e.max_steps, seed=e.seed))
+            evaluate, heads=self.eval_heads, env_cfg=cfg.env, info=self.info,
+            context_len=cfg.acting_context, episodes=e.episodes, max_steps=e.max_steps, seed=e.seed,
+            binary_goal=binary_goal_reward(cfg.env)))
         self.stop_event = threading.Event()
-        self.best_eval, self.final_eval = -math.inf, None
-        self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
+        self.actor_watch = ActorWatch()
         self.address: str | None = None
         self.guard: Guard | None = None  # the CurveZMQ authenticator when auth is on
         self.ingest: IngestServer | None = None
@@ -129,22 +138,39 @@ class Learner:
 
     def _resume(self) -> None:
         state = load_checkpoint(self.checkpoint_path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError) as e:  # a model of other settings: one line, not 40
+            first = str(e).strip().splitlines()[0]
+            raise ValueError(f"{self.checkpoint_path} does not fit this config's model ({first}); "
+                             "resume with the run's own config.json or use a new --run-dir") from None
         self.version, self.updates = state["version"], state["updates"]
         self.env_steps0 = state["env_steps"]
-        log.info("resumed from %s: version %d, %d updates", self.checkpoint_path, self.version, self.updates)
+        # counters of the run's earlier starts (absent in checkpoints of older versions)
+        self.wall_s0 = float(state.get("wall_s", 0.0))
+        self.best_eval = float(state.get("best_eval_return", -math.inf))
+        self.best_by_head = dict(state.get("best_eval_by_head", {}))
+        log.info("resumed from %s: version %d, %d updates, %d env steps", self.checkpoint_path,
+                 self.version, self.updates, self.env_steps0)
         if self.cfg.learner.save_replay and self.replay_dir.exists():
             self.replay.restore(self.replay_dir)
             log.info("restored %d replay steps from %s", len(self.replay), self.replay_dir)
 
     def save(self) -> None:
         save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.cfg,
-                        version=self.version, updates=self.loop.updates, env_steps=self.env_steps)
+                        version=self.version, updates=self.loop.updates, env_steps=self.env_steps,
+                        wall_s=self.wall_s, best_eval_return=self.best_eval,
+                        best_eval_by_head=dict(self.best_by_head))
 
     @property
     def env_steps(self) -> int:
         return self.env_steps0 + (self.ingest.steps if self.ingest is not None else 0)
+
+    @property
+    def wall_s(self) -> float:
+        """Wall time of the whole run: this start and the earlier ones."""
+        return self.wall_s0 + self.loop.elapsed_s
 
     # --- the loop -------------------------------------------------------------------------------
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -174,9 +200,12 @@ class Learner:
             self._close_sockets()
             raise
         self.ingest.start()
-        self.loop.start = time.monotonic()
+        start, self.loop.start = self.loop.start, time.monotonic()
+        for when in ("next_log", "next_eval", "next_checkpoint"):  # the start-up (W&B, threads)
+            setattr(self.loop, when, getattr(self.loop, when) + self.loop.start - start)  # is not run time
         self._batchifier: PrefetchBatchifier | None = None
         self._stats = _Interval()
+        self._rates = Rates(self.env_steps, self.loop.updates)
         self._write_status("running")
         try:
             while self.loop.tick():
@@ -210,7 +239,7 @@ class Learner:
 
     # --- evaluation ------------------------------------------------------------------------------
     def _start_eval(self) -> bool:
-        taken = (self.env_steps, self.loop.updates, self.loop.elapsed_s / 60)
+        taken = (self.env_steps, self.loop.updates, self.wall_s / 60, self.version)
         return self.evaluator.start(cpu_state(self.model), taken)
 
     def _poll_eval(self, wait: bool = False) -> bool:
@@ -218,9 +247,15 @@ class Learner:
         done = self.evaluator.poll(wait)
         if done is None:
             return False
-        (env_steps, updates, minutes), result = done
+        (env_steps, updates, minutes, version), result = done
         self.final_eval = result["eval/return"]
-        self.best_eval = max(self.best_eval, self.final_eval)
+        for h in self.eval_heads:
+            self.best_by_head[h] = max(self.best_by_head.get(h, -math.inf), result[f"eval/{h}/return"])
+        if self.final_eval > self.best_eval:  # keep the evaluated weights, not the current ones
+            self.best_eval = self.final_eval
+            save_checkpoint(self.best_path, self.evaluator.eval_model, None, self.cfg, version=version,
+                            updates=updates, env_steps=env_steps, eval_return=self.final_eval,
+                            eval_head=self.cfg.actor.policy)
         result["eval/best_return"] = self.best_eval
         self.monitor.log({**result, "eval/env_steps": env_steps}, step=self.loop.updates)
         solved = self.final_eval >= self.cfg.budget.solved_return
@@ -237,12 +272,13 @@ class Learner:
 
     # --- logging and status ------------------------------------------------------------------------
     def _log(self) -> None:
+        """One log interval: its metrics to W&B and one console line of what is new in it."""
         m = self._stats.flush()
         m["perf/env_steps"] = self.env_steps
         m["perf/updates"] = self.loop.updates
-        m["perf/env_steps_per_s"] = self._stats.rate("steps", self.ingest.steps)
-        m["perf/updates_per_s"] = self._stats.rate("updates", self.loop.updates)
-        m["perf/elapsed_s"] = self.loop.elapsed_s
+        m["perf/env_steps_per_s"], m["perf/updates_per_s"] = self._rates.take(self.env_steps,
+                                                                              self.loop.updates)
+        m["perf/elapsed_s"] = self.wall_s
         m["replay/size"] = len(self.replay)
         m["actors/connected"] = self.ingest.connected()
         m["weights/version"] = self.version
@@ -257,7 +293,17 @@ class Learner:
         for reason, count in list(self.ingest.rejected.items()):
             m[f"wire/rejected/{reason}"] = count
         self.monitor.log(m, step=self.loop.updates)
+        self.monitor.console()
+        self._log_actor_changes()
         self._write_status("running")
+
+    def _log_actor_changes(self) -> None:
+        """Joins are logged by the ingest thread on hello; losses show here, once an actor said
+        bye or stayed silent for learner.actor_timeout_s."""
+        _joined, lost = self.actor_watch.update(self.ingest)
+        for actor_id in lost:
+            log.warning("actor %d left or went silent (nothing for %g s); %d actor(s) connected",
+                        actor_id, self.cfg.learner.actor_timeout_s, len(self.actor_watch.connected))
 
     def _write_status(self, state: str) -> None:
         """RUN_DIR/status.json: what a supervisor or a test reads (never the console)."""
@@ -299,7 +345,8 @@ class Learner:
         self._poll_eval(wait=True)  # one still running counts: it may have solved the run
         if self.solved_at is None:  # a solving evaluation is already the final one
             self._evaluate_now()
-            self.save()
+        self.monitor.console()  # the final evaluation's line
+        self.save()  # with the best evaluation
         if self.cfg.learner.save_replay:
             self.replay.save(self.replay_dir)
         with self.ingest.lock:  # the ingest thread still runs: copy what it writes
@@ -308,9 +355,11 @@ class Learner:
         summary = {
             "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
             "env_steps": self.env_steps, "updates": self.loop.updates, "weights_version": self.version,
-            "wall_minutes": self.loop.elapsed_s / 60, "solved_at": self.solved_at,
-            "stop_reason": self.loop.stop_reason,
+            "wall_minutes": self.wall_s / 60, "solved_at": self.solved_at,
+            "solved_return": self.cfg.budget.solved_return, "eval_head": self.cfg.actor.policy,
+            "best_eval_by_head": dict(self.best_by_head), "stop_reason": self.loop.stop_reason,
             "run_dir": str(self.run_dir), "checkpoint": str(self.checkpoint_path),
+            "best_checkpoint": str(self.best_path) if self.best_path.exists() else None,
             "wandb_dir": self.monitor.files_dir, "wandb_mode": self.monitor.mode,
             "streams_seen": streams,
             "actors_seen": sorted(actors),
@@ -347,19 +396,12 @@ class _Interval:
         self.means = MetricMeans()
         self.n = 0
         self.skipped = 0  # non-finite updates skipped, over the whole process
-        self.marks = {"steps": (time.monotonic(), 0), "updates": (time.monotonic(), 0)}
 
     def step(self, wait: float, total: float, metrics: dict) -> None:
         self.wait += wait
         self.total += total
         self.n += 1
         self.means.add(metrics)
-
-    def rate(self, name: str, count: int) -> float:
-        t0, c0 = self.marks[name]
-        now = time.monotonic()
-        self.marks[name] = (now, count)
-        return (count - c0) / max(now - t0, 1e-9)
 
     def flush(self) -> dict[str, float]:
         m = self.means.flush()  # the one host sync of the interval

@@ -4,15 +4,22 @@ console view.
 metrics.jsonl has one JSON object per ``log`` call: ``step`` (updates), ``time``
 (unix seconds) and every metric of that call; ``mouse plot`` reads it. It is
 appended to (a resumed run continues the file) and flushed on every line.
+
+The console shows one line per log interval with the values logged in that
+interval only: a value that did not change hands (no episode finished, no
+evaluation ended) is left out rather than repeated, and an evaluation appears
+once, on the line after it finished, with the env steps its weights were taken at.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from mouse.config import RunConfig, WandbConfig, to_dict
@@ -35,6 +42,7 @@ HEADLINE = (
     ("actors/policy_lag", "lag", "{:.1f}"),
     ("perf/batch_wait_fraction", "batch wait", "{:.1%}"),
 )
+WANDB_ID_FILE = "wandb-id"  # in the run directory: a resumed run logs to the same W&B run
 
 
 def wandb_mode(cfg: WandbConfig) -> str:
@@ -43,12 +51,38 @@ def wandb_mode(cfg: WandbConfig) -> str:
     return "online" if os.environ.get("WANDB_API_KEY") else "offline"
 
 
+def headline(values: dict[str, float]) -> list[tuple[str, str]]:
+    """(label, text) of the headline metrics present in ``values``, in HEADLINE order."""
+    rows = []
+    for key, label, fmt in HEADLINE:
+        if key not in values:
+            continue
+        text = fmt.format(values[key])
+        if key == "eval/return" and "eval/env_steps" in values:
+            text += f" @ {values['eval/env_steps']:,.0f} steps"
+        rows.append((label, text))
+    rejected = sum(v for k, v in values.items() if k.startswith("wire/rejected/"))
+    if rejected:
+        rows.append(("rejected", f"{rejected:.0f}"))
+    return rows
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The run directory's W&B run id, made and stored on its first start."""
+    path = Path(run_dir) / WANDB_ID_FILE
+    if path.is_file() and path.read_text().strip():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]  # W&B ids: letters and digits
+    path.write_text(run_id + "\n")
+    return run_id
+
+
 class Monitor:
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.mode = wandb_mode(cfg.wandb)
         self.run = None
-        self.last: dict[str, float] = {}
+        self.fresh: dict[str, float] = {}  # logged since the last console line
         self.metrics_file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
         if self.mode != "disabled":
             import wandb
@@ -62,13 +96,15 @@ class Monitor:
                 config=to_dict(cfg),
                 dir=str(self.run_dir),
                 mode=self.mode,
+                id=wandb_run_id(self.run_dir),
+                resume="allow",
                 settings=wandb.Settings(console="off", x_disable_stats=True),
             )
         self.live = None
         if sys.stdout.isatty():  # a table refreshed in place; plain lines when piped or logged
             from rich.live import Live
 
-            self.live = Live(self._table(), refresh_per_second=2, transient=False)
+            self.live = Live(self._table([]), refresh_per_second=2, transient=False)
             self.live.start()
 
     @property
@@ -76,34 +112,31 @@ class Monitor:
         return None if self.run is None else str(Path(self.run.dir).parent)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
-        self.last.update(metrics)
+        """To metrics.jsonl and W&B now; to the console with the next ``console()``."""
+        self.fresh.update(metrics)
         # one short line per log interval: cheap, and flushed so a crash loses nothing before it
         self.metrics_file.write(json.dumps({"step": step, "time": time.time(), **metrics}, default=float) + "\n")
         self.metrics_file.flush()
         if self.run is not None:
             self.run.log(metrics, step=step)
-        self._console()
 
-    def _headline(self) -> list[tuple[str, str]]:
-        rows = [(label, fmt.format(self.last[k])) for k, label, fmt in HEADLINE if k in self.last]
-        rejected = sum(v for k, v in self.last.items() if k.startswith("wire/rejected/"))
-        if rejected:
-            rows.append(("rejected", f"{rejected:.0f}"))
-        return rows
+    def console(self) -> None:
+        """One line (or the live table) of what was logged since the last call."""
+        rows = headline(self.fresh)
+        self.fresh = {}
+        if self.live is not None:
+            self.live.update(self._table(rows))
+        elif rows:
+            print(time.strftime("%H:%M:%S ") + " | ".join(f"{label} {value}" for label, value in rows),
+                  flush=True)
 
-    def _table(self):
+    def _table(self, rows):
         from rich.table import Table
 
         table = Table(title=f"mouse · {self.run_dir}", show_header=False)
-        for label, value in self._headline():
+        for label, value in rows:
             table.add_row(label, value)
         return table
-
-    def _console(self) -> None:
-        if self.live is not None:
-            self.live.update(self._table())
-        else:
-            print(" | ".join(f"{label} {value}" for label, value in self._headline()), flush=True)
 
     def summary(self, values: dict) -> None:
         if self.run is not None:
@@ -118,3 +151,45 @@ class Monitor:
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+class Rates:
+    """Env steps/s and updates/s, both over the same span: the last ``window_s`` seconds (at
+    least one log interval), counted from this process's start, so a resumed run's totals
+    never enter a rate. Records arrive in bursts (an actor's credits, backpressure), so a
+    window of a few bursts reads steadily where one log interval would swing between 0 and
+    twice the rate."""
+
+    def __init__(self, env_steps: int, updates: int, window_s: float = 30.0, clock=time.monotonic):
+        self.clock, self.window_s = clock, window_s
+        self.marks = collections.deque([(clock(), env_steps, updates)])
+
+    def take(self, env_steps: int, updates: int) -> tuple[float, float]:
+        now = self.clock()
+        while len(self.marks) > 1 and self.marks[1][0] <= now - self.window_s:
+            self.marks.popleft()  # marks[0]: the newest mark at least window_s old (or the first)
+        t0, s0, u0 = self.marks[0]
+        self.marks.append((now, env_steps, updates))
+        dt = max(now - t0, 1e-9)
+        return (env_steps - s0) / dt, (updates - u0) / dt
+
+
+class ActorWatch:
+    """Which actors the ingest thread counts as connected, and which came or went since last time.
+
+    Reads the ingest server's public state only: ``lock``, ``actors`` (id -> state with
+    ``last_seen``) and ``actor_timeout_s``.
+    """
+
+    def __init__(self):
+        self.connected: set[int] = set()
+
+    def update(self, ingest, now: float | None = None) -> tuple[list[int], list[int]]:
+        """(joined, lost) actor ids since the last call."""
+        now = time.monotonic() if now is None else now
+        with ingest.lock:
+            live = {a.actor_id for a in ingest.actors.values()
+                    if now - a.last_seen < ingest.actor_timeout_s}
+        joined, lost = sorted(live - self.connected), sorted(self.connected - live)
+        self.connected = live
+        return joined, lost

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from mouse.wire import DEFAULT_MAX_RECORDS as MAX_CHUNK_RECORDS
-from mouse.models import ModelConfig
-from mouse.replay import ReplayConfig
-from mouse.train import TrainConfig
+# torch-free modules only: the command builds its help and parses flags before any torch import
+from mouse.models.config import ModelConfig
+from mouse.replay.config import ReplayConfig
+from mouse.train_config import TrainConfig
+
+MAX_CHUNK_RECORDS = 65_536  # mouse.wire.DEFAULT_MAX_RECORDS (tests/test_config.py checks they agree)
 
 
 ALE_NAMESPACE = "ALE/"  # ids of ale-py's Atari envs (v5), which get the Atari preset (mouse.atari)
@@ -35,8 +37,7 @@ class EnvConfig:
     num_actions: int = 0
     """Size of the model's action head; 0 = the env's action count. Larger pads with masked actions."""
     reward_transform: Literal["auto", "identity", "sign", "symlog"] = "auto"
-    """Actor-side transform stored as xformed_reward (use with use_xformed_reward). auto = sign under
-    the Atari preset (reward clipping; the TD losses then read xformed_reward), identity otherwise."""
+    """Reward transform recorded as xformed_reward (see train.dqn.use-xformed-reward); auto: sign for Atari."""
     q_star: Literal["auto", "on", "off"] = "auto"
     """Attach exact q_star (value iteration on the env's transition table): auto = when the env has one."""
     q_star_gamma: float = 0.99
@@ -98,8 +99,8 @@ class ActorConfig:
 class LearnerConfig:
     host: str = "127.0.0.1"
     """Address the learner binds (0.0.0.0 on a cluster); actors connect to it."""
-    port: int = 5555
-    """Records port; control is port + 1, weights broadcast port + 2."""
+    port: int = 0
+    """Records port (control port+1, weights port+2); 0 = free ports (logged, and in status.json)."""
     auth: Literal["auto", "on", "off"] = "auto"
     """CurveZMQ encryption and authentication: only actors whose public key is in KEYS_DIR/actors/
     may join. auto = on unless host is loopback (127.0.0.0/8, ::1, localhost); inproc needs none."""
@@ -186,9 +187,9 @@ class BudgetConfig:
     max_env_steps: int = 300_000
     """Stop after this many env steps have reached the learner (0 = no limit)."""
     max_minutes: float = 20.0
-    """Stop after this many minutes of wall time (0 = no limit)."""
-    solved_return: float = 475.0
-    """Stop when an evaluation's mean return reaches this (nan or inf = never)."""
+    """Stop after this many minutes of this learner process (0 = no limit; a resume starts anew)."""
+    solved_return: float = math.nan
+    """Stop when an evaluation's mean return reaches this; nan = the env's reward_threshold, inf = never."""
 
 
 @dataclass(frozen=True)
@@ -270,7 +271,9 @@ def from_dict(cls, d: dict):
         elif isinstance(v, list):
             kw[k] = tuple(v)
         elif t is float and isinstance(v, str):
-            kw[k] = float(v)  # "inf" / "nan", see _json_safe
+            # "inf" / "nan", see _json_safe; nan as math.nan itself, so that a loaded config
+            # equals one built with the nan default (nan != nan, but tuples compare identity first)
+            kw[k] = math.nan if v == "nan" else float(v)
         else:
             kw[k] = v
     return cls(**kw)

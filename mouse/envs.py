@@ -46,31 +46,54 @@ def _make_args(cfg: EnvConfig) -> tuple[dict, list]:
     return cfg.kwargs(), []
 
 
+def _env_error(cfg: EnvConfig, e: Exception) -> ValueError:
+    """One line naming the field at fault: the id, or the keyword arguments the env refused."""
+    if isinstance(e, gym.error.Error) or not cfg.kwargs():
+        return ValueError(f"env.env_id: cannot make env {cfg.env_id!r}: {e}")
+    # an env's constructor rejects unknown or bad keywords with TypeError, KeyError, ValueError...
+    return ValueError(f"env.env_kwargs: {cfg.env_id!r} does not accept {cfg.env_kwargs}: "
+                      f"{type(e).__name__}: {e}")
+
+
 def make_env(cfg: EnvConfig, **extra) -> gym.Env:
     kwargs, wrappers = _make_args(cfg)
     try:
         env = gym.make(cfg.env_id, **kwargs, **extra)
-    except gym.error.Error as e:
-        raise ValueError(f"cannot make env {cfg.env_id!r}: {e}") from None
+    except Exception as e:  # the env's own code: any error is a bad id or bad kwargs
+        raise _env_error(cfg, e) from None
     for wrap in wrappers:
         env = wrap(env)
     return env
 
 
-def make_vector_env(cfg: EnvConfig, num_envs: int | None = None) -> gym.vector.VectorEnv:
-    """A synchronous vector env with NEXT_STEP autoreset (the record alignment relies on it)."""
-    kwargs, wrappers = _make_args(cfg)
+def make_vector_env(cfg: EnvConfig, num_envs: int | None = None, wrappers=(),
+                    **extra) -> gym.vector.VectorEnv:
+    """A synchronous vector env with NEXT_STEP autoreset (the record alignment relies on it).
+
+    ``wrappers``: applied to each sub-env after the preset's (e.g. a video recorder);
+    ``extra``: more arguments of ``gymnasium.make`` (``render_mode``).
+    """
+    kwargs, preset = _make_args(cfg)
     try:
         return gym.make_vec(
             cfg.env_id,
             num_envs=cfg.num_envs if num_envs is None else num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
-            wrappers=wrappers or None,
+            wrappers=[*preset, *wrappers] or None,
             **kwargs,
+            **extra,
         )
-    except gym.error.Error as e:
-        raise ValueError(f"cannot make env {cfg.env_id!r}: {e}") from None
+    except Exception as e:
+        raise _env_error(cfg, e) from None
+
+
+def reward_threshold(cfg: EnvConfig) -> float | None:
+    """The return at which gymnasium's registry calls the env solved (None when it names none)."""
+    try:
+        return gym.spec(cfg.env_id).reward_threshold
+    except gym.error.Error:
+        return None
 
 
 def describe_env(cfg: EnvConfig) -> EnvInfo:

@@ -16,19 +16,15 @@ metrics). The built-in heads are registered at the bottom of this module.
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-from tensordict import TensorDict
-from torch import Tensor
+if TYPE_CHECKING:  # the registry imports without torch: the run config (mouse --help) reads it
+    from tensordict import TensorDict
+    from torch import Tensor
 
-from mouse.geometry import vec_dqn_scores
-from mouse.losses.dqn import dqn_loss_tensors
-from mouse.losses.sp import sp_loss_tensors
-from mouse.losses.sv import sv_loss_tensors
-from mouse.losses.vec_dqn import vec_dqn_loss_tensors
-
-LossFn = Callable[[TensorDict, TensorDict, Any], tuple[Tensor, dict[str, Tensor]]]
+LossFn = Callable[["TensorDict", "TensorDict", Any], "tuple[Tensor, dict[str, Tensor]]"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +106,28 @@ def active_heads(train_cfg) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------------------ built-in heads
+
+
+def _on_first_call(module: str, name: str) -> Callable:
+    """``module.name``, imported when first called: the built-in losses and scores need torch,
+    the table of heads does not."""
+    fn = None
+
+    def call(*args, **kwargs):
+        nonlocal fn
+        if fn is None:
+            fn = getattr(importlib.import_module(module), name)
+        return fn(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    return call
+
+
+dqn_loss_tensors = _on_first_call("mouse.losses.dqn", "dqn_loss_tensors")
+vec_dqn_loss_tensors = _on_first_call("mouse.losses.vec_dqn", "vec_dqn_loss_tensors")
+sp_loss_tensors = _on_first_call("mouse.losses.sp", "sp_loss_tensors")
+sv_loss_tensors = _on_first_call("mouse.losses.sv", "sv_loss_tensors")
+vec_dqn_scores = _on_first_call("mouse.geometry", "vec_dqn_scores")
 
 
 def _per_action(num_actions: int, model_cfg) -> tuple[int, ...]:

@@ -8,6 +8,7 @@ imports both sides of the system (``learner`` and ``actors``).
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -43,9 +44,20 @@ def _watch(procs: list[subprocess.Popen], stop: threading.Event) -> None:
                                 i, p.returncode, i)
 
 
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_local(cfg: RunConfig) -> dict:
+    """The learner in this process, the actors as children; SIGINT, SIGTERM and SIGHUP end the
+    run cleanly (checkpoint, summary) and the actors with it."""
     from learner.main import main as learner_main
 
+    if threading.current_thread() is threading.main_thread():
+        # until the learner installs its own handlers (it stops cleanly on them), a signal
+        # interrupts the start-up, and the finally below still ends the actors started so far
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
     procs: list[subprocess.Popen] = []
     stop = threading.Event()
 

@@ -69,3 +69,10 @@ def test_run_config_uses_the_train_config_defaults():
     from mouse.train import TrainConfig
 
     assert RunConfig().train == TrainConfig()  # one set of training defaults
+
+
+def test_chunk_limit_matches_the_wire():
+    """mouse.config keeps its own copy of the wire's record limit (it imports without torch)."""
+    from mouse import config, wire
+
+    assert config.MAX_CHUNK_RECORDS == wire.DEFAULT_MAX_RECORDS

@@ -314,7 +314,9 @@ def test_sigint_stops_a_run_cleanly(tmp_path, procs, target):
 # --- 5. clear errors at start -----------------------------------------------------------------
 
 START_ERRORS = {  # case: (extra flags, what the one-line error must name)
-    "unknown env id": (["--env.env-id", "NoSuchEnv-v0"], "NoSuchEnv-v0"),
+    "unknown env id": (["--env.env-id", "NoSuchEnv-v0"], "env.env_id: cannot make env 'NoSuchEnv-v0'"),
+    "bad env kwargs": (["--env.env-id", "FrozenLake-v1", "--env.env-kwargs", '{"map": "8x8"}'],
+                       "env.env_kwargs: 'FrozenLake-v1' does not accept"),
     "continuous actions": (["--env.env-id", "Pendulum-v1"], "needs Discrete actions"),
     "sp without q_star": (["--train.sp.weight", "1"], "no exact q_star"),
     "unwritable run dir": ([], "is not writable"),
@@ -331,17 +333,18 @@ def start_errors(tmp_path_factory):
     ctx = zmq.Context()
     squatter = ctx.socket(zmq.ROUTER)  # another learner's control socket, as far as anyone can tell
     squatter.bind(f"tcp://127.0.0.1:{busy_port + 1}")
-    started = {}
+    started, run_dirs = {}, {}
     try:
         for case, (flags, _) in START_ERRORS.items():
             run_dir = tmp / "a-file" / "run" if case == "unwritable run dir" else tmp / case.replace(" ", "-")
+            run_dirs[case] = run_dir
             port = busy_port if case == "port in use" else free_port_base()
             # a case that wrongly starts ends by itself in seconds rather than training for 20 minutes
             started[case] = Proc(case.replace(" ", "-"), [
                 "learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
                 "--budget.max-minutes", 0.05, *flags], tmp)
-        yield {case: SimpleNamespace(proc=p, code=p.exit_code(START_S), busy_port=busy_port)
-               for case, p in started.items()}
+        yield {case: SimpleNamespace(proc=p, code=p.exit_code(START_S), busy_port=busy_port,
+                                     run_dir=run_dirs[case]) for case, p in started.items()}
     finally:
         squatter.close(0)
         ctx.term()
@@ -360,3 +363,4 @@ def test_bad_setup_is_one_clear_error(start_errors, case):
     if case == "port in use":
         assert f"127.0.0.1:{r.busy_port + 1}" in last
     assert "mouse run finished" not in r.proc.out()
+    assert not r.run_dir.exists(), "a failed start left its run directory behind"

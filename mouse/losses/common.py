@@ -9,10 +9,12 @@ masked-out entry cannot leak into the loss.
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+from mouse.losses.config import RewardConfig
 
 # ---------------------------------------------------------------- input checks
 
@@ -173,18 +175,6 @@ def masked_logsumexp(x: Tensor, action_mask: Tensor | None = None) -> Tensor:
 # -------------------------------------------------------------------- rewards
 
 
-class RewardConfig(Protocol):
-    """The reward fields shared by DqnLossConfig and VecDqnLossConfig."""
-
-    use_xformed_reward: bool
-    normalize_reward_mean: bool
-    normalize_reward_std: bool
-    normalize_reward_eps: float
-    normalize_reward_target_std: float
-    reward_scale: float
-    reward_shift: float
-
-
 def select_reward(step_stream, use_xformed_reward: bool, who: str) -> Tensor:
     """Reward of the transition out of state t: ``[:, 1:]`` of reward or xformed_reward."""
     key = "xformed_reward" if use_xformed_reward else "reward"
@@ -224,23 +214,6 @@ def transition_reward(step_stream, cfg: RewardConfig, mask: Tensor, who: str) ->
                          eps=cfg.normalize_reward_eps,
                          target_std=cfg.normalize_reward_target_std)
     return r * cfg.reward_scale + cfg.reward_shift
-
-
-def check_reward_config(cfg: RewardConfig) -> None:
-    """Shared ``__post_init__`` checks of the reward fields."""
-    if not cfg.normalize_reward_eps > 0:
-        raise ValueError(f"normalize_reward_eps must be > 0 (it keeps the division by the "
-                         f"reward std finite), got {cfg.normalize_reward_eps}")
-    if not cfg.normalize_reward_target_std > 0:
-        raise ValueError(f"normalize_reward_target_std must be > 0, got "
-                         f"{cfg.normalize_reward_target_std}")
-
-
-def check_weight_tau(weight: float, tau: float) -> None:
-    if not weight >= 0:
-        raise ValueError(f"weight must be >= 0 (0 disables the loss), got {weight}")
-    if not tau <= 1:
-        raise ValueError(f"tau must be <= 1 (Polyak rate; <= 0 freezes the target), got {tau}")
 
 
 # -------------------------------------------------------------------- metrics

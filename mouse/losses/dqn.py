@@ -8,15 +8,11 @@ start (``time[t+1] == 0``) or touch padding (``valid``) are masked out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import Tensor
 
 from mouse.losses.common import (
     check_index,
-    check_reward_config,
     check_shape,
-    check_weight_tau,
     detached,
     masked_logsumexp,
     masked_max,
@@ -29,42 +25,10 @@ from mouse.losses.common import (
     transition_reward,
     window_shape,
 )
+from mouse.losses.config import DqnLossConfig  # noqa: F401 (re-exported)
 from mouse.records import TERMINAL, TRUNCATED
 
 WHO = "dqn_loss"
-
-
-@dataclass(frozen=True)
-class DqnLossConfig:
-    weight: float = 1.0  # multiplier of this loss in the learner's total (0 disables it)
-    gamma: float = 0.99  # discount on max Q(s') for transitions that do not end the episode
-    gamma_terminal: float = 0.0  # discount on max Q(s') at terminal steps
-    gamma_truncated: float = 0.0  # discount on max Q(s') at truncated steps
-    tau: float = 0.005  # Polyak rate (applied externally via model.polyak_update)
-    normalize_reward_mean: bool = False  # subtract each window's mean reward (over real pairs)
-    normalize_reward_std: bool = False  # divide by each window's reward std (+ eps), x target std
-    cql_weight: float = 0.0  # > 0 enables CQL penalty
-    reward_scale: float = 1.0  # r' = r * reward_scale + reward_shift (after normalisation)
-    reward_shift: float = 0.0  # added after scaling
-    use_xformed_reward: bool = False  # read the actor-transformed xformed_reward instead of reward
-    # CQL scale is (|td_target| + cql_scale_q_eps): keeps the penalty in proportion to
-    # the squared TD error as Q grows, and > 0 so it still acts when td_target is ~0
-    cql_scale_q_eps: float = 1.0
-    normalize_reward_eps: float = 1e-6  # added to the reward std before dividing (no 0-division)
-    normalize_reward_target_std: float = 1.0  # std the rewards have after std normalisation
-
-    def __post_init__(self):
-        check_weight_tau(self.weight, self.tau)
-        for name in ("gamma", "gamma_terminal", "gamma_truncated"):
-            g = getattr(self, name)
-            if not 0.0 <= g <= 1.0:
-                raise ValueError(f"DqnLossConfig.{name} must be in [0, 1], got {g}")
-        if not self.cql_weight >= 0:
-            raise ValueError(f"DqnLossConfig.cql_weight must be >= 0 (0 disables CQL), "
-                             f"got {self.cql_weight}")
-        if not self.cql_scale_q_eps >= 0:
-            raise ValueError(f"DqnLossConfig.cql_scale_q_eps must be >= 0, got {self.cql_scale_q_eps}")
-        check_reward_config(self)
 
 
 def dqn_loss(step_stream, out, cfg: DqnLossConfig) -> tuple[Tensor, dict[str, float]]:

@@ -14,7 +14,6 @@ with ``torch.where`` *before* any product, so no ``0 * -inf`` is ever formed
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -28,33 +27,12 @@ from mouse.losses.common import (
     q_star_target,
     step_mask,
 )
+from mouse.losses.config import SP_LOSS_TYPES as LOSS_TYPES, SpLossConfig  # noqa: F401 (re-exported)
 
 WHO = "sp_loss"
-LOSS_TYPES = ("ce", "ce-soft-fwd", "ce-soft-bwd", "js", "kl-fwd", "kl-bwd")
 # teacher log-probs are floored at log(smallest normal float32) so that a teacher
 # probability that underflowed to 0 gives a large finite -q*log(p), not inf
 _LOG_P_FLOOR = math.log(torch.finfo(torch.float32).tiny)
-
-
-@dataclass(frozen=True)
-class SpLossConfig:
-    weight: float = 1.0  # multiplier of this loss in the learner's total (0 disables it)
-    loss_type: str = "ce"  # one of LOSS_TYPES: "ce" (hard argmax label) or a soft variant
-    temperature: float = 1.0  # used for all soft variants: teacher = softmax(q_star / temperature)
-    label_smoothing: float = 0.0  # applied to teacher distribution only (uniform over allowed)
-
-    def __post_init__(self):
-        if not self.weight >= 0:
-            raise ValueError(f"SpLossConfig.weight must be >= 0 (0 disables the loss), got {self.weight}")
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"SpLossConfig.loss_type must be one of {LOSS_TYPES}, "
-                             f"got {self.loss_type!r}")
-        if not self.temperature > 0:
-            raise ValueError(f"SpLossConfig.temperature must be > 0 (teacher = "
-                             f"softmax(q_star / temperature)), got {self.temperature}")
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"SpLossConfig.label_smoothing must be in [0, 1), "
-                             f"got {self.label_smoothing}")
 
 
 def _masked_log_softmax(x: Tensor, allowed: Tensor) -> Tensor:

@@ -7,8 +7,6 @@ Per step and action (not per transition). Only finite q_star entries of real
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
@@ -20,22 +18,9 @@ from mouse.losses.common import (
     q_star_target,
     step_mask,
 )
+from mouse.losses.config import SV_LOSS_TYPES as LOSS_TYPES, SvLossConfig  # noqa: F401 (re-exported)
 
 WHO = "sv_loss"
-LOSS_TYPES = ("mse", "mae")
-
-
-@dataclass(frozen=True)
-class SvLossConfig:
-    weight: float = 1.0  # multiplier of this loss in the learner's total (0 disables it)
-    loss_type: str = "mse"  # "mse" (squared error) or "mae" (absolute error)
-
-    def __post_init__(self):
-        if not self.weight >= 0:
-            raise ValueError(f"SvLossConfig.weight must be >= 0 (0 disables the loss), got {self.weight}")
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"SvLossConfig.loss_type must be one of {LOSS_TYPES}, "
-                             f"got {self.loss_type!r}")
 
 
 def sv_loss(step_stream, values: Tensor, cfg: SvLossConfig) -> tuple[Tensor, dict[str, float]]:

@@ -16,7 +16,6 @@ cross an episode start or touch padding are masked out, as in dqn_loss.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -25,9 +24,7 @@ from torch import Tensor
 from mouse.geometry import rope_rotate, vec_dqn_scores
 from mouse.losses.common import (
     check_index,
-    check_reward_config,
     check_shape,
-    check_weight_tau,
     detached,
     masked_mean,
     masked_stats,
@@ -39,29 +36,13 @@ from mouse.losses.common import (
     transition_reward,
     window_shape,
 )
+from mouse.losses.config import VecDqnLossConfig
 
 # rope_rotate and vec_dqn_scores are re-exported: the contract imports them from here
 __all__ = ["VecDqnLossConfig", "rope_rotate", "vec_dqn_loss", "vec_dqn_loss_tensors",
            "vec_dqn_scores"]
 
 WHO = "vec_dqn_loss"
-
-
-@dataclass(frozen=True)
-class VecDqnLossConfig:
-    weight: float = 1.0  # multiplier of this loss in the learner's total (0 disables it)
-    tau: float = 0.005  # Polyak rate of vec_dqn_target (applied externally via model.polyak_update)
-    reward_scale: float = 1.0  # rotation angle = reward * reward_scale + reward_shift
-    reward_shift: float = 0.0  # added to the rotation angle (radians) after scaling
-    normalize_reward_mean: bool = False  # subtract each window's mean reward (over real pairs)
-    normalize_reward_std: bool = False  # divide by each window's reward std (+ eps), x target std
-    use_xformed_reward: bool = False  # read the actor-transformed xformed_reward instead of reward
-    normalize_reward_eps: float = 1e-6  # added to the reward std before dividing (no 0-division)
-    normalize_reward_target_std: float = 1.0  # std the rewards have after std normalisation
-
-    def __post_init__(self):
-        check_weight_tau(self.weight, self.tau)
-        check_reward_config(self)
 
 
 def vec_dqn_loss(step_stream, online: Tensor, target: Tensor,

@@ -1,8 +1,13 @@
-"""The MOUSE model: step embedder -> mlp/transformer backbone -> dqn, vec_dqn, sp, sv heads."""
+"""The MOUSE model: step embedder -> mlp/transformer backbone -> dqn, vec_dqn, sp, sv heads.
 
-from .act import POLICIES, heads_for, select_action
+``ModelConfig`` imports without torch; the model and acting functions are loaded
+on first use (the run config, and ``mouse --help``, need only the config).
+"""
+
+from mouse.lazy import lazy_exports
 from .config import BACKBONES, HEADS, TARGET_HEADS, ModelConfig
-from .model import MouseModel
+
+_LAZY = {"POLICIES": ".act", "heads_for": ".act", "select_action": ".act", "MouseModel": ".model"}
 
 __all__ = [
     "BACKBONES",
@@ -14,3 +19,6 @@ __all__ = [
     "heads_for",
     "select_action",
 ]
+
+
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -8,15 +8,26 @@
 
 TorchRL internals (underscore names) are touched in ``torchrl_compat`` only, which
 checks on import that torchrl and tensordict are the releases it was written for.
+
+``ReplayConfig`` imports without torch; the rest is loaded on first use (the run
+config, and ``mouse --help``, need only the config).
 """
 
-# first: on a TorchRL release the adapter was not written for, importing mouse.replay fails
-# with the adapter's one-line error rather than with whatever internal moved
-from mouse.replay import torchrl_compat  # noqa: F401, I001
-from mouse.replay.batchifier import PrefetchBatchifier
-from mouse.replay.buffer import StreamReplay, make_replay_buffer
+from mouse.lazy import lazy_exports
 from mouse.replay.config import ReplayConfig
-from mouse.replay.sampler import NoWindowError, StreamWindowSampler
+
+_LAZY = {
+    "PrefetchBatchifier": "mouse.replay.batchifier",
+    "StreamReplay": "mouse.replay.buffer",
+    "make_replay_buffer": "mouse.replay.buffer",
+    "NoWindowError": "mouse.replay.sampler",
+    "StreamWindowSampler": "mouse.replay.sampler",
+}
 
 __all__ = ["NoWindowError", "PrefetchBatchifier", "ReplayConfig", "StreamReplay", "StreamWindowSampler",
            "make_replay_buffer"]
+
+
+# first the adapter: on a TorchRL release it was not written for, the first use of
+# mouse.replay fails with its one-line error rather than with whatever internal moved
+__getattr__ = lazy_exports(__name__, _LAZY, first="mouse.replay.torchrl_compat")
