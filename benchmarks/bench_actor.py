@@ -17,8 +17,10 @@ Rows, per sub-env count (mlp policy, one torch thread like an actor process):
   the loop without sockets.
 
 The loops take turns for ``--rounds`` rounds, so background load falls on all of
-them alike; each figure is the median of the rounds, with their spread. Then where
-one vector step's time goes (thread CPU time). Nothing here asserts a time.
+them alike; each figure is the median of the rounds, with their spread, by the
+wall clock and per CPU second of this process (on a machine shared with other
+work, the CPU-time ratios are the steadier ones). Then where one vector step's
+time goes (thread CPU time). Nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing as mp
+import os
 import statistics
 import time
 
@@ -44,20 +47,32 @@ from mouse.records import StreamRecorder
 from mouse.transport import free_port_base, learner_sockets
 
 
-def random_actions(cfg: RunConfig, steps: int) -> float:
+class Clock:
+    """Wall time and this process's CPU time (all its threads, ZeroMQ's I/O thread included)."""
+
+    def __init__(self):
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def rates(self, env_steps: int) -> tuple[float, float]:
+        """(env steps per wall second, env steps per CPU second of this process)."""
+        return (env_steps / (time.perf_counter() - self.wall),
+                env_steps / max(time.process_time() - self.cpu, 1e-9))
+
+
+def random_actions(cfg: RunConfig, steps: int) -> tuple[float, float]:
     env = make_vector_env(cfg.env)
     env.reset(seed=0)
     rng, n = np.random.default_rng(0), cfg.env.num_envs
     actions = rng.integers(0, env.single_action_space.n, (steps, n))
-    t0 = time.perf_counter()
+    clock = Clock()
     for a in actions:
         env.step(a)
-    rate = steps * n / (time.perf_counter() - t0)
+    rates = clock.rates(steps * n)
     env.close()
-    return rate
+    return rates
 
 
-def tensordict_loop(cfg: RunConfig, steps: int) -> float:
+def tensordict_loop(cfg: RunConfig, steps: int) -> tuple[float, float]:
     """The actor loop before the chunk arrays: one TensorDict of records per step, stacked per chunk."""
     info = describe_env(cfg.env)
     env = make_vector_env(cfg.env)
@@ -66,7 +81,7 @@ def tensordict_loop(cfg: RunConfig, steps: int) -> float:
     obs, _ = env.reset(seed=0)
     last = rec.reset(obs)
     pending = [last]
-    t0 = time.perf_counter()
+    clock = Clock()
     for _ in range(steps):
         action = policy.act(last)
         obs, reward, term, trunc, _ = env.step(action.numpy())
@@ -75,23 +90,23 @@ def tensordict_loop(cfg: RunConfig, steps: int) -> float:
         if len(pending) >= cfg.actor.chunk_steps:
             torch.stack(pending, dim=1).reshape(-1)
             pending = []
-    rate = steps * cfg.env.num_envs / (time.perf_counter() - t0)
+    rates = clock.rates(steps * cfg.env.num_envs)
     env.close()
-    return rate
+    return rates
 
 
-def stepper_loop(cfg: RunConfig, steps: int) -> float:
+def stepper_loop(cfg: RunConfig, steps: int) -> tuple[float, float]:
     info = describe_env(cfg.env)
     stepper = Stepper(cfg, 0, info, build_model(cfg, info).eval())
     stepper.reset()
-    t0 = time.perf_counter()
+    clock = Clock()
     for _ in range(steps):
         stepper.step()
         if stepper.ready():
             stepper.take()
-    rate = steps * cfg.env.num_envs / (time.perf_counter() - t0)
+    rates = clock.rates(steps * cfg.env.num_envs)
     stepper.close()
-    return rate
+    return rates
 
 
 def sink(pull, router, cfg: RunConfig, weights, stop) -> None:
@@ -145,12 +160,11 @@ class Sink:
         self.proc.join(timeout=10)
 
 
-def streaming(cfg: RunConfig, steps: int, port: int) -> float:
-    cfg2, actor_id, sockets, w, credits = connect(f"tcp://127.0.0.1:{port}", 0)
-    actor = Actor(cfg2, actor_id, sockets, w, credits)
-    t0 = time.perf_counter()
+def streaming(cfg: RunConfig, steps: int, port: int) -> tuple[float, float]:
+    actor = Actor(*connect(f"tcp://127.0.0.1:{port}", 0))
+    clock = Clock()
     counters = actor.run(max_steps=steps)
-    return counters["env_steps"] / (time.perf_counter() - t0)
+    return clock.rates(counters["env_steps"])
 
 
 def breakdown(cfg: RunConfig, steps: int) -> dict[str, float]:
@@ -192,21 +206,23 @@ def main() -> None:
                 "per-step TensorDict loop": lambda: tensordict_loop(cfg, a.steps),
                 "actor loop, no sockets": lambda: stepper_loop(cfg, a.steps),
                 "actor streaming over TCP": lambda: streaming(cfg, a.steps, sink_proc.port)}
-        rates: dict[str, list[float]] = {k: [] for k in rows}
+        rates: dict[str, list[tuple[float, float]]] = {k: [] for k in rows}
         for _ in range(a.rounds):
             for name, fn in rows.items():
                 rates[name].append(fn())
         sink_proc.close()
-        med = {k: statistics.median(v) for k, v in rates.items()}
-        env_rate, loop = med["vector env, random actions"], med["actor loop, no sockets"]
-        print(f"\n{n} sub-envs")
-        print(f"{'loop':<30}{'env steps/s':>12}{'min-max':>20}{'vs env':>8}{'vs loop':>8}")
-        for name, v in rates.items():
-            spread = f"{min(v):,.0f}-{max(v):,.0f}"
-            print(f"{name:<30}{med[name]:>12,.0f}{spread:>20}{med[name] / env_rate:>8.2f}"
-                  f"{med[name] / loop:>8.2f}")
-        print(f"goals: actor loop >= 0.50x env (moonshot 0.70x): {loop / env_rate:.2f}x; "
-              f"streaming >= 0.95x loop: {med['actor streaming over TCP'] / loop:.2f}x")
+        print(f"\n{n} sub-envs (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+        for col, label in ((0, "wall clock"), (1, "CPU time")):
+            med = {k: statistics.median(r[col] for r in v) for k, v in rates.items()}
+            env_rate, loop = med["vector env, random actions"], med["actor loop, no sockets"]
+            unit = "env steps/s" if col == 0 else "steps/CPU-s"
+            print(f"{label + ':':<30}{unit:>12}{'min-max':>20}{'vs env':>8}{'vs loop':>8}")
+            for name, v in rates.items():
+                spread = f"{min(r[col] for r in v):,.0f}-{max(r[col] for r in v):,.0f}"
+                print(f"  {name:<28}{med[name]:>12,.0f}{spread:>20}{med[name] / env_rate:>8.2f}"
+                      f"{med[name] / loop:>8.2f}")
+            print(f"  goals: actor loop >= 0.50x env (moonshot 0.70x): {loop / env_rate:.2f}x; "
+                  f"streaming >= 0.95x loop: {med['actor streaming over TCP'] / loop:.2f}x")
         parts = breakdown(cfg, min(a.steps, 1000))
         print("per vector step (thread CPU us): "
               + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()))

@@ -48,6 +48,7 @@ import zmq
 from actors.actor import Actor, connect
 from learner.learner import Learner
 from mouse import wire
+from mouse.components import resolve_device
 from mouse.config import (BudgetConfig, EnvConfig, EvalConfig, LearnerConfig, RunConfig, WandbConfig,
                           from_dict, to_dict)
 from mouse.envs import describe_env
@@ -231,7 +232,7 @@ class Pool:
             p.join(timeout=10)
 
 
-def learner_round(pool: Pool, cfg: RunConfig, kind: str, n: int, args) -> dict:
+def learner_round(pool: Pool, cfg: RunConfig, kind: str, n: int, args, seconds: float | None = None) -> dict:
     """A fresh learner, ``n`` actors of ``kind``; the learner's ingest over the measured window."""
     learner = Learner(cfg, tempfile.mkdtemp(prefix="mouse-bench-scale-"))
     address = learner.bind(f"tcp://127.0.0.1:{free_port_base()}")
@@ -245,7 +246,7 @@ def learner_round(pool: Pool, cfg: RunConfig, kind: str, n: int, args) -> dict:
         time.sleep(0.1)
     time.sleep(args.settle)
     s0, u0, t0 = learner.ingest.steps, learner.loop.updates, time.perf_counter()
-    time.sleep(args.seconds)
+    time.sleep(seconds or args.seconds)
     s1, u1, t1 = learner.ingest.steps, learner.loop.updates, time.perf_counter()
     actors = pool.finish(n)
     learner.request_stop("benchmark round over")
@@ -286,6 +287,7 @@ def main() -> None:
     p.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4, 8])
     p.add_argument("--seconds", type=float, default=4.0, help="measured seconds per row")
     p.add_argument("--settle", type=float, default=1.0, help="seconds before measuring")
+    p.add_argument("--train-seconds", type=float, default=10.0, help="measured seconds of the training row")
     p.add_argument("--num-envs", type=int, default=8, help="streams per actor (chunk = num_envs x 16)")
     p.add_argument("--no-training-row", action="store_true")
     p.add_argument("--image-capacity", type=int, default=20_000, help="replay steps for image84")
@@ -314,8 +316,8 @@ def run_kind(pool: Pool, kind: str, args) -> tuple[str, float, float]:
     record_bytes = ChunkSource(cfg, 0, 0, ring=1).record_bytes
     chunk_kb = record_bytes * args.num_envs * cfg.actor.chunk_steps / 1e3
     print(f"\n{kind}: {record_bytes:,} B/record, chunks of {args.num_envs} x {cfg.actor.chunk_steps} "
-          f"records ({chunk_kb:,.0f} KB); learner on {Learner.__module__} device "
-          f"{cfg.learner.device}; {args.seconds:g} s per row")
+          f"records ({chunk_kb:,.0f} KB); learner on {resolve_device(cfg.learner.device)}; "
+          f"{args.seconds:g} s per row ({args.train_seconds:g} s with training)")
     print(f"{'row':<34}{'steps/s':>12}{'MB/s':>9}{'raw steps/s':>13}{'raw MB/s':>10}{'ingest/raw':>11}"
           f"{'updates/s':>10}")
     ceiling = 0.0
@@ -329,7 +331,7 @@ def run_kind(pool: Pool, kind: str, args) -> tuple[str, float, float]:
     if not args.no_training_row:
         n = max(args.actors)
         train_cfg = run_config(env_id, args.num_envs, training=True, capacity=capacity)
-        r = learner_round(pool, train_cfg, "synthetic", n, args)
+        r = learner_round(pool, train_cfg, "synthetic", n, args, args.train_seconds)
         ratio = train_cfg.learner.replay_ratio
         print(f"{f'{n} actor(s), training on':<34}{r['steps_per_s']:>12,.0f}"
               f"{r['steps_per_s'] * record_bytes / 1e6:>9,.1f}{'':>13}{'':>10}{'':>11}{r['updates_per_s']:>10.1f}"
