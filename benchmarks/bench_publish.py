@@ -1,6 +1,6 @@
 """Learner weight broadcasts: what a publish costs the training thread, before and after.
 
-    python benchmarks/bench_publish.py [--hidden 128 512] [--seconds 6] [--publish-every 10]
+    python benchmarks/bench_publish.py [--hidden 128 512] [--turn-publishes 5] [--publish-every 10]
                                        [--device auto] [--subscribers 2]
 
 The default run's model (CartPole, mlp, dqn head with its target) at each
@@ -15,6 +15,9 @@ SUB processes that receive and drop the weights (actors). Modes, taking turns:
   snapshots the acting tensors (flat copy; on CUDA a non_blocking copy into pinned
   memory); its own thread encodes and sends.
 
+The modes take turns of ``--turn-publishes`` publishes each (``none`` runs as many
+updates), ``--rounds`` turns per mode.
+
 Printed per mode: training-thread milliseconds per publish (median), the same per
 update (/ publish_every), bytes per broadcast, and updates/s with its ratio to
 ``none``. Nothing here asserts a time.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import statistics
 import time
 
@@ -97,15 +101,15 @@ def run_width(hidden: int, args, device: torch.device, port: int, pub: zmq.Socke
     modes = [Mode(name, model, pub) for name in ("none", "before", "after")]
     for _ in range(3):
         train_step(model, opt, batch, cfg.train)
+    updates = args.turn_publishes * args.publish_every
     for _ in range(args.rounds):
         for m in modes:
-            n, t0 = 0, time.perf_counter()
-            while time.perf_counter() - t0 < args.seconds / args.rounds:
+            t0 = time.perf_counter()
+            for n in range(1, updates + 1):
                 train_step(model, opt, batch, cfg.train)  # returns floats: synced with the device
-                n += 1
                 if m.name != "none" and n % args.publish_every == 0:
                     m.publish()
-            m.rates.append(n / (time.perf_counter() - t0))
+            m.rates.append(updates / (time.perf_counter() - t0))
     for m in modes:
         if m.publisher is not None:
             m.publisher.close()
@@ -130,8 +134,8 @@ def run_width(hidden: int, args, device: torch.device, port: int, pub: zmq.Socke
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, nargs="+", default=[128, 512])
-    p.add_argument("--seconds", type=float, default=6.0, help="training seconds per mode and width")
-    p.add_argument("--rounds", type=int, default=3, help="turns of the modes (median, spread)")
+    p.add_argument("--turn-publishes", type=int, default=5, help="publishes per turn of a mode")
+    p.add_argument("--rounds", type=int, default=3, help="turns of each mode (median, spread)")
     p.add_argument("--publish-every", type=int, default=10)
     p.add_argument("--device", default="auto")
     p.add_argument("--subscribers", type=int, default=2, help="SUB processes receiving the weights")
@@ -149,8 +153,8 @@ def main() -> None:
         s.start()
     time.sleep(1.0)  # PUB drops what it sends before the subscriptions arrive
     print(f"publish cost on {device} (torch threads {torch.get_num_threads()}), B=64 S=8, publish every "
-          f"{args.publish_every} updates to {args.subscribers} subscribers; modes take turns, "
-          f"median of {args.rounds}")
+          f"{args.publish_every} updates to {args.subscribers} subscribers; modes take turns of "
+          f"{args.turn_publishes} publishes, median of {args.rounds}; load average {os.getloadavg()[0]:.1f}")
     rows = [row for hidden in args.hidden for row in run_width(hidden, args, device, port, pub)]
     if args.json:
         with open(args.json, "w") as f:

@@ -36,6 +36,7 @@ import io
 import logging
 import multiprocessing as mp
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -172,6 +173,7 @@ def worker(tasks, results, stop) -> None:
     torch.set_num_threads(1)  # like an actor process
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("torchrl").setLevel(logging.WARNING)
+    results.put({"ready": True})  # imports done
     while True:
         task = tasks.get()
         if task is None:
@@ -209,6 +211,22 @@ class Pool:
                       for _ in range(size)]
         for p in self.procs:
             p.start()
+        for _ in self.procs:  # spawned workers import torch first: minutes on a loaded machine
+            self.result(timeout=900)
+
+    def result(self, timeout: float) -> dict:
+        r = self.results.get(timeout=timeout)
+        if "error" in r:
+            raise RuntimeError(f"worker failed: {r['error']}")
+        return r
+
+    def failed(self) -> None:
+        """Raise at once if a worker reported an error (nothing else is waiting in results)."""
+        try:
+            r = self.results.get_nowait()
+        except queue.Empty:
+            return
+        raise RuntimeError(f"worker failed: {r.get('error', r)}")
 
     def start(self, tasks: list) -> None:
         self.stop.clear()
@@ -217,13 +235,7 @@ class Pool:
 
     def finish(self, count: int, timeout: float = 120.0) -> list[dict]:
         self.stop.set()
-        out = []
-        for _ in range(count):
-            r = self.results.get(timeout=timeout)
-            if "error" in r:
-                raise RuntimeError(f"worker failed: {r['error']}")
-            out.append(r)
-        return out
+        return [self.result(timeout) for _ in range(count)]
 
     def close(self) -> None:
         for _ in self.procs:
@@ -243,6 +255,7 @@ def learner_round(pool: Pool, cfg: RunConfig, kind: str, n: int, args, seconds: 
     while len(learner.ingest.actors) < n or learner.ingest.steps == 0:
         if time.monotonic() > deadline:
             raise RuntimeError(f"only {len(learner.ingest.actors)} of {n} actors connected")
+        pool.failed()
         time.sleep(0.1)
     time.sleep(args.settle)
     s0, u0, t0 = learner.ingest.steps, learner.loop.updates, time.perf_counter()

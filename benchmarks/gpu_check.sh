@@ -39,10 +39,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if "$py" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   device=cuda
-  train_s=5; replay_size=300000; replay_steps=300; publish_s=6; run_min=2; slack=1
+  train_s=5; replay_size=300000; replay_steps=300; publish_args=(--turn-publishes 20 --rounds 3); run_min=2; slack=1
 elif [[ $allow_cpu == 1 ]]; then
   device=cpu
-  train_s=1; replay_size=50000; replay_steps=20; publish_s=3; run_min=1; slack=3
+  train_s=1; replay_size=50000; replay_steps=20; publish_args=(--turn-publishes 1 --rounds 1 --hidden 128); run_min=1; slack=3
   echo "gpu_check: no CUDA; --allow-cpu: running every part on the CPU with short durations" >&2
 else
   echo "gpu_check: CUDA is not available (torch.cuda.is_available() is False with $py):" \
@@ -68,7 +68,7 @@ step train_step 90 "$py" benchmarks/bench_train_step.py --device "$device" --sec
   --batch 256 --seq 16 --json "$out/train_step.json"
 step batchifier 90 "$py" benchmarks/bench_replay.py --only-train --device "$device" \
   --size "$replay_size" --train-steps "$replay_steps" --json "$out/batchifier.json"
-step publish 90 "$py" benchmarks/bench_publish.py --device "$device" --seconds "$publish_s" \
+step publish 90 "$py" benchmarks/bench_publish.py --device "$device" "${publish_args[@]}" \
   --json "$out/publish.json"
 step run 200 "$py" -m mouse run --learner.device "$device" --num-actors 2 \
   --budget.max-minutes "$run_min" --budget.max-env-steps 0 --budget.solved-return inf \
