@@ -18,9 +18,11 @@ SUB processes that receive and drop the weights (actors). Modes, taking turns:
 The modes take turns of ``--turn-publishes`` publishes each (``none`` runs as many
 updates), ``--rounds`` turns per mode.
 
-Printed per mode: training-thread milliseconds per publish (median), the same per
-update (/ publish_every), bytes per broadcast, and updates/s with its ratio to
-``none``. Nothing here asserts a time.
+Printed per mode: training-thread CPU milliseconds per publish (median; thread CPU
+time, so other load on the machine does not count), the same per update
+(/ publish_every), bytes per broadcast, and updates/s (wall clock) with its ratio
+to ``none``; then the publisher thread's own share (views, encode, send). Nothing here
+asserts a time.
 """
 
 from __future__ import annotations
@@ -82,13 +84,26 @@ class Mode:
 
     def publish(self) -> None:
         self.version += 1
-        t0 = time.perf_counter()
-        if self.name == "before":  # main's former Learner.publish, inline
+        t0 = time.thread_time()  # the training thread's own work, whatever else runs on the machine
+        if self.name == "before":  # the former Learner.publish, inline
             frames = wire.encode_weights(self.version, cpu_state(self.model))
             self.pub.send_multipart(frames, copy=False)
         else:
             self.publisher.publish(self.version)
-        self.publish_s.append(time.perf_counter() - t0)
+        self.publish_s.append(time.thread_time() - t0)
+
+
+def sender_cpu_ms(model, pub: zmq.Socket, n: int = 20) -> float:
+    """The publisher thread's share: views, encode and send of one snapshot, thread CPU ms (median of n)."""
+    publisher = WeightsPublisher(model, pub, 0)
+    publisher.close()
+    times = []
+    for v in range(1, n + 1):
+        flats, event = publisher._snapshot()
+        t0 = time.thread_time()
+        pub.send_multipart(wire.encode_weights(v, publisher._unflatten(flats, event)), copy=False)
+        times.append(time.thread_time() - t0)
+    return 1e3 * statistics.median(times)
 
 
 def run_width(hidden: int, args, device: torch.device, port: int, pub: zmq.Socket) -> list[dict]:
@@ -128,6 +143,10 @@ def run_width(hidden: int, args, device: torch.device, port: int, pub: zmq.Socke
               f"{f'{min(m.rates):.1f}-{max(m.rates):.1f}':>16}{rate / base:>9.3f}")
         rows.append({"hidden": hidden, "mode": m.name, "ms_per_publish": per,
                      "ms_per_update": per / args.publish_every, "updates_per_s": rate, "vs_none": rate / base})
+    sender = sender_cpu_ms(model, pub)
+    print(f"publisher thread (after): {sender:.3f} ms CPU per broadcast (views, encode, send), off the training thread")
+    rows.append({"hidden": hidden, "mode": "after, publisher thread", "ms_per_publish": sender,
+                 "ms_per_update": sender / args.publish_every, "updates_per_s": 0.0, "vs_none": 0.0})
     return rows
 
 

@@ -91,7 +91,10 @@ rows.append((f"batchifier -> mlp/dqn, B={b['batch']} S={b['seq']}, {copies}",
              f"{b['updates_per_s']:,.1f} updates/s (goal < 5% waiting)"))
 p = json.loads((out / "publish.json").read_text())
 for r in p["rows"]:
-    if r["mode"] != "none":
+    if r["mode"] == "after, publisher thread":
+        rows.append((f"publish, hidden {r['hidden']}, publisher thread", f"{r['ms_per_publish']:.3f} ms CPU/broadcast",
+                     "views, encode, send: off the training thread"))
+    elif r["mode"] != "none":
         cost = f"{r['ms_per_publish']:.3f} ms/publish" if r["ms_per_publish"] else "no publish in time"
         rows.append((f"publish every {p['publish_every']}, hidden {r['hidden']}, {r['mode']}", cost,
                      f"{r['ms_per_update']:.4f} ms/update; {r['vs_none']:.3f}x updates/s of no publish"))

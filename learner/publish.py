@@ -27,49 +27,63 @@ from mouse.acting import acting_state
 
 class WeightsPublisher:
     def __init__(self, model: torch.nn.Module, pub: zmq.Socket, version: int):
-        self.model, self.pub = model, pub
-        self.frames = wire.encode_weights(version, self._snapshot()[0])
+        self.pub = pub
+        # the acting tensors, grouped by dtype, looked up once: they alias the model's parameters,
+        # which the learner updates in place (optimizer steps, resuming before this is built)
+        state = acting_state(model)
+        self.names = list(state)
+        groups: dict[torch.dtype, list[str]] = {}
+        for name, t in state.items():
+            groups.setdefault(t.dtype, []).append(name)
+        self._groups = [[(n, state[n].detach()) for n in names] for names in groups.values()]
+        self._shapes = {n: t.shape for n, t in state.items()}
+        self.frames = wire.encode_weights(version, self._unflatten(*self._snapshot()))
         self.sent = 0  # broadcasts sent
         self.error: BaseException | None = None
-        self._pending: tuple | None = None  # (version, tensors, ready event or None)
+        self._pending: tuple | None = None  # (version, flat tensors, ready event or None)
         self._closing = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="mouse-publish", daemon=True)
         self._thread.start()
 
-    def _snapshot(self) -> tuple[dict[str, torch.Tensor], torch.cuda.Event | None]:
-        """Host copies of the acting tensors (views of one flat tensor per dtype) and, on CUDA,
-        the event after which they hold the values."""
-        state = acting_state(self.model)
-        groups: dict[torch.dtype, list[str]] = {}
-        for name, t in state.items():
-            groups.setdefault(t.dtype, []).append(name)
-        on_cuda = any(t.is_cuda for t in state.values())
-        out: dict[str, torch.Tensor] = {}
-        for dtype, names in groups.items():
-            flat = torch.cat([state[n].detach().reshape(-1) for n in names])  # a fresh copy
+    def _snapshot(self) -> tuple[list[torch.Tensor], torch.cuda.Event | None]:
+        """The training thread's part: one flat host copy per dtype and, on CUDA, the event after
+        which they hold the values."""
+        flats, on_cuda = [], False
+        for group in self._groups:
+            flat = torch.cat([t.reshape(-1) for _, t in group])  # a fresh copy
             if flat.is_cuda:
-                host = torch.empty(flat.shape, dtype=dtype, pin_memory=True)
+                on_cuda = True
+                host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
                 host.copy_(flat, non_blocking=True)
                 flat = host
-            offset = 0
-            for n in names:
-                size = state[n].numel()
-                out[n] = flat[offset:offset + size].view(state[n].shape)
-                offset += size
+            flats.append(flat)
         event = None
         if on_cuda:
             event = torch.cuda.Event()
             event.record()
-        return {n: out[n] for n in state}, event
+        return flats, event
+
+    def _unflatten(self, flats: list[torch.Tensor], event=None) -> dict[str, torch.Tensor]:
+        """Named views of the flat copies, in the model's order (the publisher thread's part)."""
+        if event is not None:
+            event.synchronize()  # this thread waits for the copy, not training
+        out = {}
+        for group, flat in zip(self._groups, flats):
+            offset = 0
+            for name, _ in group:
+                shape = self._shapes[name]
+                out[name] = flat[offset:offset + shape.numel()].view(shape)
+                offset += shape.numel()
+        return {n: out[n] for n in self.names}
 
     def publish(self, version: int) -> None:
         """Snapshot now (training thread); encoding and sending happen on the publisher's thread."""
         if self.error is not None:
             raise RuntimeError("weights publisher failed") from self.error
-        tensors, event = self._snapshot()
+        flats, event = self._snapshot()
         with self._cond:
-            self._pending = (version, tensors, event)
+            self._pending = (version, flats, event)
             self._cond.notify()
 
     def _run(self) -> None:
@@ -80,10 +94,8 @@ class WeightsPublisher:
                         self._cond.wait()
                     if self._pending is None:
                         return
-                    (version, tensors, event), self._pending = self._pending, None
-                if event is not None:
-                    event.synchronize()  # this thread waits for the copy, not training
-                frames = wire.encode_weights(version, tensors)
+                    (version, flats, event), self._pending = self._pending, None
+                frames = wire.encode_weights(version, self._unflatten(flats, event))
                 self.frames = frames
                 self.pub.send_multipart(frames, copy=False)
                 self.sent += 1
