@@ -20,7 +20,9 @@ The loops take turns for ``--rounds`` rounds, so background load falls on all of
 them alike; each figure is the median of the rounds, with their spread, by the
 wall clock and per CPU second of this process (on a machine shared with other
 work, the CPU-time ratios are the steadier ones). Then where one vector step's
-time goes (thread CPU time). Nothing here asserts a time.
+time goes (thread CPU time), and what taking a weights message costs the actor
+(decode, then load: the former ``load_state_dict`` vs the in-place copy). Nothing
+here asserts a time.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import zmq
 from actors.actor import Actor, connect
 from actors.stepper import Stepper
 from mouse import wire
-from mouse.acting import ActingPolicy, acting_state
+from mouse.acting import ActingPolicy, acting_state, load_acting_state
 from mouse.components import build_model
 from mouse.config import EnvConfig, RunConfig, from_dict, to_dict
 from mouse.envs import describe_env, make_vector_env
@@ -188,6 +190,29 @@ def breakdown(cfg: RunConfig, steps: int) -> dict[str, float]:
     return dict(zip(("act (model + select)", "env.step", "record", "take chunk"), parts / steps * 1e6))
 
 
+def weights_load_us(cfg: RunConfig, n: int = 200) -> dict[str, float]:
+    """Thread CPU microseconds per weights message an actor takes (median of n)."""
+    info = describe_env(cfg.env)
+    learner_model, model = build_model(cfg, info), build_model(cfg, info).eval()
+    full = [bytes(f) for f in wire.encode_weights(1, learner_model.state_dict())]
+    acting = [bytes(f) for f in wire.encode_weights(1, acting_state(learner_model))]
+    _, full_state = wire.decode_weights(full)
+    _, acting_tensors = wire.decode_weights(acting)
+
+    def median_us(fn) -> float:
+        times = []
+        for _ in range(n):
+            t0 = time.thread_time()
+            fn()
+            times.append(time.thread_time() - t0)
+        return 1e6 * statistics.median(times)
+
+    return {"decode (whole state, before)": median_us(lambda: wire.decode_weights(full)),
+            "load_state_dict (before)": median_us(lambda: model.load_state_dict(full_state)),
+            "decode (acting tensors)": median_us(lambda: wire.decode_weights(acting)),
+            "load_acting_state, in place": median_us(lambda: load_acting_state(model, acting_tensors))}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--env", default="CartPole-v1")
@@ -226,6 +251,8 @@ def main() -> None:
         parts = breakdown(cfg, min(a.steps, 1000))
         print("per vector step (thread CPU us): "
               + ", ".join(f"{k} {v:.0f}" for k, v in parts.items()))
+    print("\nper weights message (thread CPU us, default model): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in weights_load_us(cfg).items()))
 
 
 if __name__ == "__main__":
