@@ -16,6 +16,7 @@ import time
 import zmq
 
 from mouse import wire
+from mouse.acting import load_acting_state
 from mouse.components import build_model
 from mouse.config import RunConfig, from_dict
 from mouse.envs import describe_env
@@ -130,10 +131,12 @@ class Actor:
 
     # --- weights ---------------------------------------------------------------------
     def _load_weights(self, frames) -> None:
+        """Between two vector steps: decode (one copy out of the frames), then copy in place into
+        the acting model (the learner publishes exactly ``mouse.acting.acting_state``'s tensors)."""
         version, state = wire.decode_weights(frames)
         if version <= self.version:  # out of order or repeated: weights only move forward
             return
-        self.model.load_state_dict(state)
+        load_acting_state(self.model, state)
         self.stepper.version = version
 
     def _take_weights(self) -> None:

@@ -5,6 +5,12 @@ One actor owns ``env.num_envs`` streams with run-unique ids
 ``chunk_steps`` steps are pending, ``take()`` hands over the chunk (stream-major:
 each stream's records are consecutive) and the episodes finished meanwhile.
 The transport around it is ``actors.actor.Actor``.
+
+The hot loop stays in numpy and whole-vector torch calls: the recorder writes
+each step into the chunk's preallocated arrays, the policy reads the newest
+records as views of them, and episode returns and lengths come from the arrays
+the env and the recorder already hold; no per-step TensorDict is built but the
+model's input.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from tensordict import TensorDict
 from mouse.acting import ActingPolicy, ape_x_epsilons
 from mouse.config import RunConfig
 from mouse.envs import REWARD_TRANSFORMS, EnvInfo, make_vector_env
-from mouse.records import StreamRecorder
+from mouse.records import ChunkRecorder
 
 
 def actor_epsilons(cfg: RunConfig, actor_id: int) -> torch.Tensor:
@@ -42,46 +48,50 @@ class Stepper:
         self.env = make_vector_env(cfg.env)
         self.policy = ActingPolicy(model, cfg.actor.policy, cfg.acting_context,
                                    actor_epsilons(cfg, actor_id), self.seed)
-        self.recorder = StreamRecorder(info.spec, self.stream_ids, info.num_env_actions,
-                                       REWARD_TRANSFORMS[cfg.env.reward_transform], info.q_star_table)
+        self.recorder = ChunkRecorder(info.spec, self.stream_ids, cfg.actor.chunk_steps,
+                                      info.num_env_actions, REWARD_TRANSFORMS[cfg.env.reward_transform],
+                                      info.q_star_table)
         self.version = -1  # weights version that acts (set by the actor as weights arrive)
         self.env_steps = 0
-        # episode bookkeeping in numpy: per-step torch ops on [N] tensors cost more than the step
-        self.ep_return, self.ep_len = np.zeros(n), np.zeros(n, dtype=np.int64)
-        self.rec: TensorDict | None = None
-        self.pending: list[TensorDict] = []
+        self.started = False
+        self.ep_return = np.zeros(n)  # of the running episodes (an episode's length is its time)
         self.episodes: list[dict] = []
 
     def reset(self) -> None:
         obs, _ = self.env.reset(seed=self.seed)
-        self.rec = self.recorder.reset(obs, self.version)
-        self.pending = [self.rec]
+        self.recorder.reset(obs, self.version)
+        self.policy.reset()
+        self.ep_return[:] = 0.0
+        self.started = True
 
     def step(self) -> None:
         """One vector step: act on the newest records, step the envs, record the result."""
-        if self.rec is None:
+        if not self.started:
             self.reset()
-        action = self.policy.act(self.rec)
-        obs, reward, term, trunc, _ = self.env.step(action.numpy())
-        rec = self.rec = self.recorder.step(action, obs, reward, term, trunc, self.version)
+        rec = self.recorder
+        action = self.policy.act_step(rec.newest, rec.action_mask).numpy()  # [N]
+        obs, reward, term, trunc, _ = self.env.step(action)
+        rec.step(action, obs, reward, term, trunc, self.version)
         self.env_steps += self.num_envs
-        self.pending.append(rec)
-        self.ep_return += rec["reward"].numpy()
-        self.ep_len += rec["time"].numpy() > 0
-        for j in np.flatnonzero(rec["done"].numpy()).tolist():
+        self.ep_return += reward  # NEXT_STEP autoreset: 0 at the reset steps
+        for j in np.flatnonzero(rec.done).tolist():
             self.episodes.append({"stream_id": int(self.stream_ids[j]), "return": float(self.ep_return[j]),
-                                  "length": int(self.ep_len[j]), "policy_version": self.version})
-            self.ep_return[j], self.ep_len[j] = 0.0, 0
+                                  "length": int(rec.time[j]), "policy_version": self.version})
+            self.ep_return[j] = 0.0
+
+    @property
+    def pending(self) -> list[TensorDict]:
+        """The records not yet taken, one ``TensorDict[N]`` per step (for inspection)."""
+        records = self.recorder.pending()
+        return [] if records is None else list(records.unbind(1))
 
     def ready(self) -> bool:
-        return len(self.pending) >= self.cfg.actor.chunk_steps
+        return self.recorder.steps >= self.cfg.actor.chunk_steps
 
     def take(self) -> tuple[TensorDict | None, list[dict]]:
         """The pending records as one chunk [N*K] (None when empty) and the finished episodes."""
-        chunk = None
-        if self.pending:
-            chunk = torch.stack(self.pending, dim=1).reshape(-1)  # [N, K] -> [N*K], stream-major
-        episodes, self.pending, self.episodes = self.episodes, [], []
+        chunk = self.recorder.take()  # [N*K], stream-major
+        episodes, self.episodes = self.episodes, []
         return chunk, episodes
 
     def close(self) -> None:

@@ -15,8 +15,10 @@ streams, written in chunks of 32 steps per stream. Measured in one run:
 3. ingest steps/s alone (validation, grouping, write, index update; buffer full,
    so every write evicts);
 4. buffer bytes per stored step (storage + sampler index) vs the raw record bytes;
-5. the ``mlp`` model with a dqn head training on CPU from the batchifier: the
-   fraction of step time spent waiting in ``next(batchifier)``.
+5. the ``mlp`` model with a dqn head training on ``--device`` from the batchifier
+   (on CUDA: batches gathered into pinned memory and copied on the workers' own
+   streams): the fraction of step time spent waiting in ``next(batchifier)``.
+   ``--only-train`` fills the buffer and runs this row alone.
 
 Ratios compare numbers from this run only; nothing here asserts a time.
 """
@@ -24,6 +26,7 @@ Ratios compare numbers from this run only; nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import json
 import threading
 import time
 
@@ -132,15 +135,18 @@ def sampling_rates(replay, baseline, args, label):
 
 
 def train_wait_fraction(replay, args) -> tuple[float, float]:
+    from mouse.components import resolve_device
     from mouse.models import ModelConfig, MouseModel
     from mouse.train import TrainConfig, make_optimizer, train_step
 
+    device = resolve_device(args.device)
     tcfg = TrainConfig(batch_size=args.batch, seq_len=args.seq)
     torch.manual_seed(0)
-    model = MouseModel(ModelConfig(backbone="mlp"), SPEC, tcfg.active_heads())
+    model = MouseModel(ModelConfig(backbone="mlp"), SPEC, tcfg.active_heads()).to(device)
     opt = make_optimizer(model, tcfg)
     with PrefetchBatchifier(replay, batch_size=args.batch, seq_len=args.seq, prefetch=4,
-                            num_workers=args.workers, device="cpu") as batches:
+                            num_workers=args.workers, device=device,
+                            pin_memory=device.type == "cuda") as batches:
         for _ in range(5):  # warm-up, and let the workers fill the queue once
             train_step(model, opt, next(batches), tcfg)
         wait, t0 = 0.0, time.perf_counter()
@@ -148,9 +154,20 @@ def train_wait_fraction(replay, args) -> tuple[float, float]:
             w0 = time.perf_counter()
             batch = next(batches)
             wait += time.perf_counter() - w0
-            train_step(model, opt, batch, tcfg)
+            train_step(model, opt, batch, tcfg)  # returns floats: synced with the device
         total = time.perf_counter() - t0
     return wait / total, args.train_steps / total
+
+
+def only_train(replay, args, train_threads: int) -> None:
+    torch.set_num_threads(train_threads)
+    wait_frac, ups = train_wait_fraction(replay, args)
+    print(f"mlp/dqn training on {args.device}: {ups:.1f} updates/s, waiting for a batch "
+          f"{100 * wait_frac:.1f}% of step time   (goal < 5%)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": args.device, "updates_per_s": ups, "batch_wait_fraction": wait_frac,
+                       "batch": args.batch, "seq": args.seq}, f, indent=2)
 
 
 def main():
@@ -165,6 +182,9 @@ def main():
     p.add_argument("--train-steps", type=int, default=80)
     p.add_argument("--threads", type=int, default=1,
                    help="torch intra-op threads while sampling and ingesting (training uses all cores)")
+    p.add_argument("--device", default="cpu", help="training row: cpu | cuda[:N] | auto")
+    p.add_argument("--only-train", action="store_true", help="fill the buffer, then the training row only")
+    p.add_argument("--json", default="", help="--only-train: also write its figures to this JSON file")
     args = p.parse_args()
     train_threads = torch.get_num_threads()
     # on a loaded machine OpenMP wake-ups swamp small parallel gathers (tensor[idx] in
@@ -181,6 +201,8 @@ def main():
         replay.ingest(actor.chunk())
     print(f"filled in {time.perf_counter() - t0:.1f} s: {len(replay):,} steps, "
           f"{replay.num_windows:,} windows")
+    if args.only_train:
+        return only_train(replay, args, train_threads)
 
     # ingest alone, buffer full (every write evicts); chunks built beforehand
     chunks = [actor.chunk() for _ in range(max(8, min(200, args.size // (32 * args.streams))))]
@@ -214,7 +236,7 @@ def main():
     print(f"  ingest alone                           {ingest_rate:>12,.0f} steps/s")
     print(f"  buffer bytes per step                  {per_step:>12.1f}   raw record {raw} B: "
           f"{per_step / raw:.3f}x   (goal <= 1.1x)")
-    print(f"  mlp/dqn training on CPU: {ups:.1f} updates/s, waiting for a batch "
+    print(f"  mlp/dqn training on {args.device}: {ups:.1f} updates/s, waiting for a batch "
           f"{100 * wait_frac:.1f}% of step time   (goal < 5%)")
 
 

@@ -13,6 +13,7 @@ backbone measured in the same run. Nothing here asserts a time.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -94,6 +95,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256, help="windows per batch (B)")
     ap.add_argument("--seq", type=int, default=16, help="steps per window (S)")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--json", default="", help="also write the rows to this JSON file")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu") \
         if args.device == "auto" else torch.device(args.device)
@@ -116,6 +118,7 @@ def main() -> None:
     print(f"{'backbone':<12} {'config':<14} {'updates/s':>10} {'ms/update':>10} "
           f"{'p90 ms':>8} {'cpu ms':>8} {'updates':>8} {'vs dqn':>7}")
     base: dict[str, float] = {}
+    rows = []
     for r in runners:
         t = torch.tensor(r.times, dtype=torch.float64)
         cpu_ms = 1000 * torch.tensor(r.cpu_times, dtype=torch.float64).median().item()
@@ -124,9 +127,15 @@ def main() -> None:
         base.setdefault(r.backbone, ups)
         print(f"{r.backbone:<12} {r.label:<14} {ups:>10.1f} {1000 * median:>10.2f} "
               f"{1000 * t.quantile(0.9).item():>8.2f} {cpu_ms:>8.1f} {len(t):>8d} {ups / base[r.backbone]:>6.2f}x")
+        rows.append({"backbone": r.backbone, "config": r.label, "updates_per_s": ups,
+                     "ms_per_update": 1000 * median, "vs_dqn": ups / base[r.backbone]})
     print("updates/s = 1 / median wall time per update; cpu ms = median process CPU time per "
           "update (all threads);\nvs dqn = updates/s ratio to the single-head DQN step of the "
           "same backbone, measured in the same run")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": str(device), "device_name": name, "batch": args.batch, "seq": args.seq,
+                       "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from pathlib import Path
 import torch
 import zmq
 
-from mouse import wire
 from mouse.components import build_model, resolve_device
 from mouse.config import RunConfig, to_dict
 from mouse.envs import describe_env
@@ -34,6 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evaluate
 from .ingest import IngestServer
 from .monitor import ActorWatch, Monitor, Rates
+from .publish import WeightsPublisher
 from .schedule import Counters, Hooks, TrainLoop
 
 log = logging.getLogger("mouse.learner")
@@ -51,8 +51,9 @@ def check_config(cfg: RunConfig, info) -> None:
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # a copy: on a CPU learner .to("cpu") would alias the parameters, and zmq sends large
-    # frames without copying, so the next optimizer step would change weights in flight
+    """A CPU copy of the whole state (target heads too) for the evaluator; broadcasts to actors
+    go through ``learner.publish.WeightsPublisher`` (acting tensors only, off the training thread)."""
+    # a copy: on a CPU learner .to("cpu") would alias the parameters
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
@@ -120,11 +121,11 @@ class Learner:
         if self.guard is not None:
             self.guard.watch({"records": self.pull, "control": self.router, "weights": self.pub})
         self.address = address
-        self._weights_frames = wire.encode_weights(self.version, cpu_state(self.model))
+        self.publisher = WeightsPublisher(self.model, self.pub, self.version)
         cfg = self.cfg
         self.ingest = IngestServer(
             self.pull, self.router, self.info.spec, partial(self.replay.ingest, checked=True),
-            current_version=lambda: self.version, current_weights=lambda: self._weights_frames,
+            current_version=lambda: self.version, current_weights=lambda: self.publisher.frames,
             config=to_dict(cfg), credits=cfg.learner.credits_per_actor,
             actor_timeout_s=cfg.learner.actor_timeout_s, may_receive=self.loop.may_receive)
         self._write_status("starting")
@@ -132,9 +133,9 @@ class Learner:
 
     # --- weights and checkpoints ------------------------------------------------------------
     def publish(self) -> None:
+        """Broadcast the acting weights as version + 1; training goes on while they are sent."""
         self.version += 1
-        self._weights_frames = wire.encode_weights(self.version, cpu_state(self.model))
-        self.pub.send_multipart(self._weights_frames, copy=False)
+        self.publisher.publish(self.version)
 
     def _resume(self) -> None:
         state = load_checkpoint(self.checkpoint_path)
@@ -380,6 +381,7 @@ class Learner:
         self._close_sockets()
 
     def _close_sockets(self) -> None:
+        self.publisher.close()  # sends what is pending; it owns the PUB socket until then
         if self.guard is not None:
             self.guard.close()  # the sockets first, then the authenticator
         for s in (self.pull, self.router, self.pub):

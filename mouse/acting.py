@@ -6,6 +6,8 @@ same way from the same weights.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from tensordict import TensorDict
 
@@ -22,6 +24,52 @@ def ape_x_epsilons(base: float, alpha: float, first: int, count: int, total: int
     return (base ** power).to(torch.float32)
 
 
+# MouseModel's target heads (Polyak copies read only by the TD losses): never used to act
+_TARGET_PREFIX = "target_heads."
+
+
+def acting_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The part of ``model.state_dict()`` that acting reads: all but the target heads.
+
+    What the learner publishes and actors load (the tensors alias the model's own).
+    """
+    return {k: v for k, v in model.state_dict().items() if not k.startswith(_TARGET_PREFIX)}
+
+
+@torch.no_grad()
+def load_acting_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Copy ``state`` into ``model`` in place; it must hold exactly ``acting_state(model)``'s
+    names, shapes and dtypes (checked before anything is copied: ValueError naming them).
+
+    In place, so the model object, its modules and whoever holds them stay valid, and a
+    bare copy per tensor costs a fraction of ``load_state_dict``'s module walk.
+    """
+    own = acting_state(model)
+    if state.keys() != own.keys():
+        raise ValueError(f"weights do not fit the model: missing {sorted(own.keys() - state.keys())}, "
+                         f"unexpected {sorted(state.keys() - own.keys())}")
+    bad = [f"{k}: {tuple(state[k].shape)} {state[k].dtype}, expected {tuple(v.shape)} {v.dtype}"
+           for k, v in own.items() if state[k].shape != v.shape or state[k].dtype != v.dtype]
+    if bad:
+        raise ValueError("weights do not fit the model: " + "; ".join(bad))
+    torch._foreach_copy_(list(own.values()), [state[k] for k in own])
+
+
+def _unchecked_tensordict(tensors: dict[str, torch.Tensor], batch_size: torch.Size) -> TensorDict:
+    """A TensorDict of tensors that already have the batch dims, without the constructor's checks.
+
+    Acting builds one per vector step, and the checked constructor costs ~7x more
+    (about a tenth of a small model's forward). ``_new_unsafe`` is tensordict's
+    internal (0.14); without it we fall back to the checked constructor.
+    """
+    if _NEW_UNSAFE is not None:
+        return _NEW_UNSAFE(tensors, batch_size=batch_size)
+    return TensorDict(tensors, batch_size=batch_size)
+
+
+_NEW_UNSAFE = getattr(TensorDict, "_new_unsafe", None)
+
+
 class ActingPolicy:
     """Chooses actions for N sub-envs from their recent records."""
 
@@ -33,20 +81,30 @@ class ActingPolicy:
         self.context_len = 1 if model.cfg.backbone == "mlp" else max(1, context_len)
         self.epsilon = epsilon
         self.generator = torch.Generator().manual_seed(seed)
-        self.context: TensorDict | None = None
+        self.context: dict[str, torch.Tensor] | None = None  # [N, <=context_len] per model input
 
     def reset(self) -> None:
         self.context = None
 
-    @torch.inference_mode()
     def act(self, records: TensorDict) -> torch.Tensor:
         """records: the newest record of each sub-env, [N]; returns actions [N]."""
-        keys = [k for k in records.keys() if k.startswith("obs_") or k in _MODEL_INPUTS]
-        step = records.select(*keys).unsqueeze(1)  # [N, 1]
-        if self.context is None or self.context_len == 1:
+        inputs = {k: records.get(k) for k in records.keys() if k.startswith("obs_") or k in _MODEL_INPUTS}
+        return self.act_step(inputs, records.get("action_mask", None))
+
+    @torch.inference_mode()
+    def act_step(self, newest: Mapping[str, torch.Tensor],
+                 action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Actions [N] from the model inputs of each sub-env's newest record (``[N, ...]`` each:
+        obs_*, action, reward, done, time; views are fine, they are not kept) and an optional
+        ``action_mask`` [N, A]."""
+        step = {k: v.unsqueeze(1) for k, v in newest.items()}  # [N, 1]
+        if self.context_len > 1:
+            if self.context is None:
+                step = {k: v.clone() for k, v in step.items()}  # kept: own the memory
+            else:  # the newest context_len records: [N, <=K]
+                keep = 1 - self.context_len
+                step = {k: torch.cat([self.context[k][:, keep:], v], dim=1) for k, v in step.items()}
             self.context = step
-        else:
-            self.context = torch.cat([self.context, step], dim=1)[:, -self.context_len:]  # [N, <=K]
-        out = self.model(self.context, last_only=True)  # [N], online heads only
-        mask = records.get("action_mask", None)
-        return select_action(out, self.policy, self.epsilon, mask, self.generator)
+        n, k = next(iter(step.values())).shape[:2]
+        out = self.model(_unchecked_tensordict(step, torch.Size([n, k])), last_only=True)  # [N]
+        return select_action(out, self.policy, self.epsilon, action_mask, self.generator)

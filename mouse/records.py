@@ -234,70 +234,135 @@ def record_spec_for_env(observation_space, action_space, num_actions: int | None
     return RecordSpec(kind, shape, A, q_star=q_star, action_mask=A > n, num_obs_states=states)
 
 
-class StreamRecorder:
-    """Turns a gymnasium vector env's reset/step outputs into aligned records.
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.uint8: np.uint8}
+# the fields written at every step; the others follow from them (or from the run) at take()
+_STEP_FIELDS = ("action", "reward", "done", "time")
+
+
+class ChunkRecorder:
+    """Writes a vector env's reset/step outputs as aligned records into one chunk's arrays.
 
     The vector env must use NEXT_STEP autoreset (gymnasium's default): the step
     after an episode ends returns the reset observation with reward 0 and
     ignores the action, which is exactly the record "time 0, action 0, reward 0".
+
+    Each step writes one column of preallocated ``[N, K]`` arrays (``K =
+    chunk_steps``); ``take()`` hands them over as one stream-major chunk
+    ``TensorDict[N * K]`` that shares their memory (a full chunk is not copied),
+    and the next step starts fresh arrays, so a chunk in flight is never written
+    again. Fields that follow from the others (xformed_reward, stream_id,
+    policy_version, q_star, action_mask) are filled once per chunk, not per step.
+    ``newest`` holds the model inputs of each stream's newest record, ``[N, ...]``
+    tensor views, for acting; ``time`` and ``done`` its time and done (numpy ``[N]``).
     """
+
+    def __init__(self, spec: RecordSpec, stream_ids, chunk_steps: int, num_env_actions: int | None = None,
+                 reward_transform=None, q_star_table: torch.Tensor | None = None):
+        if spec.q_star and q_star_table is None:
+            raise ValueError("spec has q_star but no q_star_table was given")
+        if chunk_steps < 1:
+            raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
+        self.spec, self.chunk_steps = spec, chunk_steps
+        self.stream_ids = np.asarray(stream_ids, dtype=np.int64).reshape(-1)
+        self.num_envs = n = len(self.stream_ids)
+        self.reward_transform = reward_transform or (lambda r: r)
+        self.q_star_table = q_star_table  # [num_states, A] for discrete-obs envs
+        allowed = torch.arange(spec.num_actions) < (num_env_actions or spec.num_actions)
+        # [N, A], constant: what acting needs; chunks get their own copy
+        self.action_mask = allowed.expand(n, -1).clone() if spec.action_mask else None
+        self.time = np.zeros(n, dtype=np.int64)
+        self.done = np.zeros(n, dtype=np.int64)
+        self.newest: dict[str, torch.Tensor] = {}
+        self.steps = 0  # records pending per stream (columns written)
+        self._allocate()
+
+    def _allocate(self) -> None:
+        n, k, fields = self.num_envs, self.chunk_steps, _fields(self.spec)
+        self._arrays = {name: np.empty((n, k, *fields[name].shape), dtype=_NUMPY_DTYPES[fields[name].dtype])
+                        for name in (self.spec.obs_key, *_STEP_FIELDS)}
+        self._tensors = {name: torch.from_numpy(a) for name, a in self._arrays.items()}  # same memory
+        self._versions = np.empty(k, dtype=np.int64)
+
+    def reset(self, obs, policy_version: int = 0) -> None:
+        """Every stream starts an episode at time 0 (records already pending stay pending)."""
+        self.time = np.zeros(self.num_envs, dtype=np.int64)
+        self.done = np.zeros(self.num_envs, dtype=np.int64)
+        zero = np.zeros(self.num_envs)
+        self._write(obs, zero, zero, policy_version)
+
+    def step(self, action, obs, reward, terminated, truncated, policy_version: int = 0) -> None:
+        restarted = self.done != ALIVE  # these sub-envs were reset by this step (NEXT_STEP)
+        self.time = next_time(self.time, self.done)
+        terminated, truncated = np.asarray(terminated), np.asarray(truncated)
+        self.done = np.where(restarted, ALIVE, np.where(terminated, TERMINAL,
+                                                        np.where(truncated, TRUNCATED, ALIVE)))
+        action = np.where(restarted, 0, np.asarray(action))
+        reward = np.where(restarted, 0.0, np.asarray(reward))
+        self._write(obs, action, reward, policy_version)
+
+    def _write(self, obs, action, reward, policy_version: int) -> None:
+        t = self.steps
+        if t == self.chunk_steps:
+            raise RuntimeError(f"chunk full ({t} steps per stream): take() it before stepping on")
+        a, key = self._arrays, self.spec.obs_key
+        a[key][:, t] = np.asarray(obs).reshape(self.num_envs, *self.spec.obs_shape)  # casts to the dtype
+        a["action"][:, t], a["reward"][:, t] = action, reward
+        a["done"][:, t], a["time"][:, t] = self.done, self.time
+        self._versions[t] = policy_version
+        self.steps = t + 1
+        self.newest = {name: x[:, t] for name, x in self._tensors.items()}  # [N, ...] views
+
+    def pending(self) -> TensorDict | None:
+        """The records not yet taken as ``TensorDict[N, k]`` (views, for inspection), None if none."""
+        if not self.steps:
+            return None
+        return self._chunk(self.steps).reshape(self.num_envs, self.steps)
+
+    def take(self) -> TensorDict | None:
+        """The pending records as one chunk ``[N * k]``, stream-major (None when none are pending)."""
+        if not self.steps:
+            return None
+        chunk = self._chunk(self.steps)
+        self._allocate()
+        self.steps = 0
+        return chunk
+
+    def _chunk(self, k: int) -> TensorDict:
+        n, spec = self.num_envs, self.spec
+
+        def flat(name):  # [N, k, ...] -> [N * k, ...]: a view when the chunk is full, else a copy
+            x = self._arrays[name][:, :k]
+            return torch.from_numpy(x.reshape(n * k, *x.shape[2:]))
+
+        obs, reward = flat(spec.obs_key), flat("reward")
+        td = {
+            spec.obs_key: obs,
+            "action": flat("action"),
+            "reward": reward,
+            "xformed_reward": self.reward_transform(reward.clone()).to(torch.float32),
+            "done": flat("done"),
+            "time": flat("time"),
+            "stream_id": torch.from_numpy(np.repeat(self.stream_ids, k)),
+            "policy_version": torch.from_numpy(np.tile(self._versions[:k], n)),
+        }
+        if spec.q_star:
+            td["q_star"] = self.q_star_table[obs]
+        if spec.action_mask:
+            td["action_mask"] = self.action_mask[:1].expand(n * k, -1).clone()
+        return TensorDict(td, batch_size=[n * k])
+
+
+class StreamRecorder(ChunkRecorder):
+    """One ``TensorDict[N]`` of records per reset/step (a chunk of one step; the evaluator, tests)."""
 
     def __init__(self, spec: RecordSpec, stream_ids, num_env_actions: int | None = None,
                  reward_transform=None, q_star_table: torch.Tensor | None = None):
-        self.spec = spec
-        self.stream_ids = torch.as_tensor(stream_ids, dtype=torch.int64)
-        self.num_envs = len(self.stream_ids)
-        self.time = torch.zeros(self.num_envs, dtype=torch.int64)
-        self.ended = torch.zeros(self.num_envs, dtype=torch.bool)
-        self.reward_transform = reward_transform or (lambda r: r)
-        self.q_star_table = q_star_table  # [num_states, A] for discrete-obs envs
-        n = num_env_actions or spec.num_actions
-        self.mask = torch.arange(spec.num_actions) < n
-        if spec.q_star and q_star_table is None:
-            raise ValueError("spec has q_star but no q_star_table was given")
-
-    def _obs(self, obs) -> torch.Tensor:
-        x = torch.as_tensor(np.asarray(obs))
-        dtype = self.spec.fields()[self.spec.obs_key].dtype
-        return x.reshape(self.num_envs, *self.spec.obs_shape).to(dtype)
-
-    def _build(self, obs, action, reward, done, policy_version) -> TensorDict:
-        o = self._obs(obs)
-        td = TensorDict(
-            {
-                self.spec.obs_key: o,
-                "action": action,
-                "reward": reward,
-                "xformed_reward": self.reward_transform(reward.clone()).to(torch.float32),
-                "done": done,
-                "time": self.time.clone(),
-                "stream_id": self.stream_ids.clone(),
-                "policy_version": torch.full((self.num_envs,), int(policy_version), dtype=torch.int64),
-            },
-            batch_size=[self.num_envs],
-        )
-        if self.spec.q_star:
-            td["q_star"] = self.q_star_table[o]
-        if self.spec.action_mask:
-            td["action_mask"] = self.mask.expand(self.num_envs, -1).clone()
-        return td
+        super().__init__(spec, stream_ids, 1, num_env_actions, reward_transform, q_star_table)
 
     def reset(self, obs, policy_version: int = 0) -> TensorDict:
-        self.time.zero_()
-        self.ended.zero_()
-        z = torch.zeros(self.num_envs, dtype=torch.int64)
-        return self._build(obs, z, torch.zeros(self.num_envs), z.clone(), policy_version)
+        super().reset(obs, policy_version)
+        return self.take()
 
     def step(self, action, obs, reward, terminated, truncated, policy_version: int = 0) -> TensorDict:
-        action = torch.as_tensor(np.asarray(action), dtype=torch.int64).clone()
-        reward = torch.as_tensor(np.asarray(reward), dtype=torch.float32).clone()
-        terminated = torch.as_tensor(np.asarray(terminated), dtype=torch.bool)
-        truncated = torch.as_tensor(np.asarray(truncated), dtype=torch.bool)
-        restarted = self.ended.clone()  # these sub-envs were reset by this step
-        self.time = torch.where(restarted, torch.zeros_like(self.time), self.time + 1)
-        action[restarted] = 0
-        reward[restarted] = 0.0
-        done = torch.where(terminated, TERMINAL, torch.where(truncated, TRUNCATED, ALIVE)).to(torch.int64)
-        done[restarted] = ALIVE
-        self.ended = done != ALIVE
-        return self._build(obs, action, reward, done, policy_version)
+        super().step(action, obs, reward, terminated, truncated, policy_version)
+        return self.take()
