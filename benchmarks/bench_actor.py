@@ -53,7 +53,8 @@ def sink(pull, router, cfg: RunConfig, weights, stop: threading.Event, count: li
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(router, zmq.POLLIN)
-    actor = None
+    actor, granted = None, cfg.learner.credits_per_actor
+    session = {"incarnation": "0" * wire.INCARNATION_HEX}
     while not stop.is_set():
         ready = dict(poller.poll(50))
         if router in ready:
@@ -61,7 +62,8 @@ def sink(pull, router, cfg: RunConfig, weights, stop: threading.Event, count: li
             kind, body = wire.decode_control(frames)
             if kind == "hello":
                 actor = ident
-                welcome = {"actor_id": 0, "config": to_dict(cfg), "credits": cfg.learner.credits_per_actor}
+                welcome = {"actor_id": 0, "token": "1" * wire.TOKEN_HEX, "config": to_dict(cfg),
+                           "credits": granted, **session}
                 router.send_multipart([ident, *wire.encode_control("welcome", welcome)])
                 router.send_multipart([ident, *weights])
         if pull in ready:
@@ -72,7 +74,9 @@ def sink(pull, router, cfg: RunConfig, weights, stop: threading.Event, count: li
                     break
                 if wire.peek_kind(frames) == "chunk":
                     count[0] += 1
-                    router.send_multipart([actor, *wire.encode_control("ack", {"version": 1, "credits": 1})])
+                    granted += 1  # acks carry the session's total grant
+                    ack = {"version": 1, "credits": granted, **session}
+                    router.send_multipart([actor, *wire.encode_control("ack", ack)])
 
 
 def sink_process(port: int, cfg_dict: dict, stop) -> None:
@@ -80,7 +84,7 @@ def sink_process(port: int, cfg_dict: dict, stop) -> None:
     cfg = from_dict(RunConfig, cfg_dict)
     pull, router, pub = learner_sockets(zmq.Context.instance(), f"tcp://127.0.0.1:{port}")
     info = describe_env(cfg.env)
-    weights = wire.encode_weights(1, build_model(cfg, info).state_dict())
+    weights = wire.encode_weights(1, build_model(cfg, info).state_dict(), incarnation="0" * wire.INCARNATION_HEX)
     sink(pull, router, cfg, weights, stop, [0])
     for s in (pull, router, pub):
         s.close(0)
@@ -92,8 +96,8 @@ def streaming(cfg: RunConfig, steps: int) -> float:
     stop = ctx.Event()
     proc = ctx.Process(target=sink_process, args=(port, to_dict(cfg), stop), daemon=True)
     proc.start()
-    cfg2, actor_id, sockets, w, credits = connect(f"tcp://127.0.0.1:{port}", 0)
-    actor = Actor(cfg2, actor_id, sockets, w, credits)
+    cfg2, actor_id, sockets, w, welcome = connect(f"tcp://127.0.0.1:{port}", 0)
+    actor = Actor(cfg2, actor_id, sockets, w, welcome)
     t0 = time.perf_counter()
     counters = actor.run(max_steps=steps)
     rate = counters["env_steps"] / (time.perf_counter() - t0)

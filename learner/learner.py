@@ -9,8 +9,10 @@ the monitor and the status file. ``bind(address)`` takes ``tcp://HOST:PORT`` or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import secrets
 import signal
 import threading
 import time
@@ -25,10 +27,11 @@ from mouse.components import build_model, resolve_device
 from mouse.config import RunConfig, to_dict
 from mouse.envs import describe_env
 from mouse.models import heads_for
+from mouse.records import MAX_VERSION
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
-from mouse.transport import Guard, learner_sockets
+from mouse.transport import Guard, SubscriptionGuard, learner_sockets
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evaluate
@@ -48,6 +51,18 @@ def check_config(cfg: RunConfig, info) -> None:
             "set those weights to 0 or pick such an env")
     if cfg.actor.policy == "sp" and t.sp.weight <= 0:
         log.warning("actor.policy=sp but train.sp.weight=0: actors will sample from an untrained head")
+
+
+def all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point())
+
+
+def wire_spec(cfg: RunConfig, info):
+    """The record contract ingest enforces: the env's spec with the run's magnitude bounds
+    (exact q_star is bounded by max |reward| / (1 - gamma))."""
+    lc = cfg.learner
+    return dataclasses.replace(info.spec, max_abs_obs=lc.max_abs_obs, max_abs_reward=lc.max_abs_reward,
+                               max_abs_q_star=lc.max_abs_reward / (1 - cfg.env.q_star_gamma))
 
 
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -73,6 +88,9 @@ class Learner:
         self.best_eval, self.final_eval = -math.inf, None  # of the acting head, as eval/return
         self.best_by_head: dict[str, float] = {}
         self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
+        # versions rise only within one learner process; actors follow a new incarnation whatever its version
+        self.incarnation = secrets.token_hex(wire.INCARNATION_HEX // 2)
+        self.nonfinite_weights = 0  # publishes refused: the weights held NaN or inf
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.best_path = self.run_dir / "best.pt"
         self.replay_dir = self.run_dir / "replay"
@@ -98,7 +116,7 @@ class Learner:
     def _hooks(self) -> Hooks:
         return Hooks(train=self._train_once, publish=self.publish, start_eval=self._start_eval,
                      poll_eval=self._poll_eval, checkpoint=self.save, log=self._log,
-                     idle=lambda: time.sleep(0.002))
+                     idle=self._idle)
 
     # --- sockets ------------------------------------------------------------------------------
     def bind(self, address: str, keys=None) -> str:
@@ -106,12 +124,15 @@ class Learner:
 
         ``keys`` (``mouse.keys.LearnerKeys``): CurveZMQ on; only actors in its allow-list get in.
         """
+        cfg = self.cfg
+        spec, max_records = wire_spec(cfg, self.info), cfg.actor.chunk_steps * cfg.env.num_envs
         ctx = zmq.Context.instance()
         if keys is not None:  # a context of its own: one authenticator (ZAP handler) per context
             ctx = zmq.Context()
             self.guard = Guard(ctx, keys)
         try:
-            self.pull, self.router, self.pub = learner_sockets(ctx, address, keys)
+            self.pull, self.router, self.pub = learner_sockets(
+                ctx, address, keys, records_max_bytes=wire.max_frame_bytes(spec, max_records))
         except BaseException:
             if self.guard is not None:
                 self.guard.close()
@@ -119,22 +140,49 @@ class Learner:
             raise
         if self.guard is not None:
             self.guard.watch({"records": self.pull, "control": self.router, "weights": self.pub})
+        self.subscriptions = SubscriptionGuard(self.pub)
         self.address = address
-        self._weights_frames = wire.encode_weights(self.version, cpu_state(self.model))
-        cfg = self.cfg
+        self._weights_frames = wire.encode_weights(self.version, cpu_state(self.model),
+                                                   incarnation=self.incarnation)
         self.ingest = IngestServer(
-            self.pull, self.router, self.info.spec, partial(self.replay.ingest, checked=True),
+            self.pull, self.router, spec, partial(self.replay.ingest, checked=True),
             current_version=lambda: self.version, current_weights=lambda: self._weights_frames,
-            config=to_dict(cfg), credits=cfg.learner.credits_per_actor,
-            actor_timeout_s=cfg.learner.actor_timeout_s, may_receive=self.loop.may_receive)
+            incarnation=self.incarnation, config=to_dict(cfg), num_envs=cfg.env.num_envs,
+            max_records=max_records, credits=cfg.learner.credits_per_actor,
+            max_actors=cfg.learner.max_actors, actor_timeout_s=cfg.learner.actor_timeout_s,
+            may_receive=self.loop.may_receive)
         self._write_status("starting")
         return address
 
     # --- weights and checkpoints ------------------------------------------------------------
     def publish(self) -> None:
-        self.version += 1
-        self._weights_frames = wire.encode_weights(self.version, cpu_state(self.model))
+        """Broadcast the current weights as the next version: above this learner's last one and
+        above any version an actor reported (a resumed learner continues above its actors).
+        Weights holding NaN or inf are never sent (counted as train/nonfinite_weights)."""
+        self.subscriptions.poll()
+        state = cpu_state(self.model)
+        if not all_finite(state):
+            self.nonfinite_weights += 1
+            (log.error if self.nonfinite_weights == 1 else log.debug)(
+                "weights hold NaN or inf: not published (%d times so far)", self.nonfinite_weights)
+            return
+        self.version = min(max(self.version, self.ingest.version_heard) + 1, MAX_VERSION)
+        self._weights_frames = wire.encode_weights(self.version, state, incarnation=self.incarnation)
         self.pub.send_multipart(self._weights_frames, copy=False)
+
+    def _idle(self) -> None:
+        self.subscriptions.poll()
+        if self.ingest.version_heard > self.version:  # resumed: actors hold newer versions than ours
+            self.publish()
+        time.sleep(0.002)
+
+    def rejected(self) -> dict[str, int]:
+        """Rejected messages by reason (ingest's and the weights socket's)."""
+        with self.ingest.lock:
+            out = dict(self.ingest.rejected)
+        if self.subscriptions.ignored:
+            out["bad_subscription"] = self.subscriptions.ignored
+        return out
 
     def _resume(self) -> None:
         state = load_checkpoint(self.checkpoint_path)
@@ -290,8 +338,9 @@ class Learner:
             m["episode/return"] = sum(e["return"] for e in episodes) / len(episodes)
             m["episode/length"] = sum(e["length"] for e in episodes) / len(episodes)
             m["episode/count"] = len(episodes)
-        for reason, count in list(self.ingest.rejected.items()):
+        for reason, count in self.rejected().items():
             m[f"wire/rejected/{reason}"] = count
+        m["train/nonfinite_weights"] = self.nonfinite_weights
         self.monitor.log(m, step=self.loop.updates)
         self.monitor.console()
         self._log_actor_changes()
@@ -307,10 +356,10 @@ class Learner:
 
     def _write_status(self, state: str) -> None:
         """RUN_DIR/status.json: what a supervisor or a test reads (never the console)."""
-        ingest = self.ingest
+        ingest, rejected = self.ingest, self.rejected()
         with ingest.lock:
             actors = {str(a.actor_id): a.steps for a in ingest.actors.values()}
-            streams, rejected = sorted(ingest.streams_seen), dict(ingest.rejected)
+            streams = sorted(ingest.streams_seen)
         write_status(self.status_path, {
             "state": state, "address": self.address, "env_steps": self.env_steps,
             "updates": self.loop.updates, "weights_version": self.version,
@@ -349,9 +398,10 @@ class Learner:
         self.save()  # with the best evaluation
         if self.cfg.learner.save_replay:
             self.replay.save(self.replay_dir)
+        rejected = self.rejected()
         with self.ingest.lock:  # the ingest thread still runs: copy what it writes
             actors = dict(self.ingest.actors)
-            streams, rejected = sorted(self.ingest.streams_seen), dict(self.ingest.rejected)
+            streams = sorted(self.ingest.streams_seen)
         summary = {
             "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
             "env_steps": self.env_steps, "updates": self.loop.updates, "weights_version": self.version,
