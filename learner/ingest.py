@@ -51,7 +51,7 @@ from .sessions import ActorState, Sessions
 log = logging.getLogger("mouse.ingest")
 
 CONTROL_BURST, DATA_BURST = 64, 16  # messages per loop round, each socket
-DRAIN_FRAMES = 4096  # frames of an over-long message discarded per loop round
+DRAIN_FRAMES = 1024  # frames of an over-long message discarded per loop round (~5 ms)
 TOO_MANY = object()
 
 
@@ -64,22 +64,25 @@ class _Refused(Exception):
 class BoundedReceiver:
     """Multipart messages of at most ``max_frames`` frames, received a frame at a time.
 
-    A longer message is reported once (``TOO_MANY``) and then discarded, at most
-    ``DRAIN_FRAMES`` frames per call, so a flood of many-frame messages never holds the
-    thread for long and never becomes a Python list.
+    A longer message is reported once (``TOO_MANY``) and then discarded without becoming a
+    Python list: ``drain_frames`` frames per call (None: all of it at once). zmq delivers a
+    message whole, so nothing behind it on this socket can be read before it is gone:
+    slices keep the *other* socket served meanwhile, draining at once serves this one soonest.
     """
 
-    def __init__(self, sock: zmq.Socket, max_frames: int):
-        self.sock, self.max_frames = sock, max_frames
+    def __init__(self, sock: zmq.Socket, max_frames: int, drain_frames: int | None = DRAIN_FRAMES):
+        self.sock, self.max_frames, self.drain_frames = sock, max_frames, drain_frames
         self.skipping = False
 
     def recv(self):
         """The frames of the next message, ``TOO_MANY``, or None (nothing complete now)."""
         sock = self.sock
         if self.skipping:
-            for _ in range(DRAIN_FRAMES):
-                sock.recv(zmq.NOBLOCK)  # the rest of a message is there once its first frame is
-                if not sock.rcvmore:
+            recv, more, n, limit = sock.recv, sock.getsockopt, 0, self.drain_frames or -1
+            while n != limit:  # (the tightest loop pyzmq allows: an attacker sets the count)
+                recv(zmq.NOBLOCK)  # the rest of a message is there once its first frame is
+                n += 1
+                if not more(zmq.RCVMORE):
                     self.skipping = False
                     break
             return None
@@ -87,7 +90,7 @@ class BoundedReceiver:
             frames = [sock.recv(zmq.NOBLOCK, copy=False)]
         except zmq.Again:
             return None
-        while sock.rcvmore:
+        while frames[-1].more:
             if len(frames) == self.max_frames:
                 self.skipping = True
                 return TOO_MANY
@@ -117,8 +120,10 @@ class IngestServer(threading.Thread):
         self.actor_timeout_s = actor_timeout_s
         self.sessions = Sessions(max_actors=max_actors, credits=credits, timeout_s=actor_timeout_s)
         self.actors: dict[int, ActorState] = self.sessions.actors
+        # heartbeats must not wait behind a records flood: records messages are drained in slices,
+        # a control message at once (it blocks its own socket until it is gone)
         self._records = BoundedReceiver(pull, 1 + len(spec.fields()))
-        self._control_in = BoundedReceiver(router, 2)  # the sender's identity + one frame
+        self._control_in = BoundedReceiver(router, 2, drain_frames=None)  # the sender's identity + one frame
         self._stop_event = threading.Event()
         self.stop_actors = False  # when set, every heartbeat is answered with "stop"
         self.lock = threading.Lock()
@@ -155,13 +160,14 @@ class IngestServer(threading.Thread):
             log.exception("ingest thread failed")
 
     def _burst(self, receiver: BoundedReceiver, n: int, handle) -> None:
+        """Up to ``n`` messages, or one slice of an over-long message: the other socket's turn
+        comes soon whatever this one holds."""
         for _ in range(n):
             frames = receiver.recv()
             if frames is TOO_MANY:
                 self._reject("too_many_frames", f"more than {receiver.max_frames} frames in one message")
             elif frames is None:
-                if not receiver.skipping:
-                    return
+                return
             else:
                 handle(frames)
 
@@ -316,8 +322,9 @@ class IngestServer(threading.Thread):
         self.router.send_multipart([identity, *self.current_weights()], copy=False)
 
     # --- read by the learner's logging ----------------------------------------------------
-    def connected(self) -> int:
-        return self.sessions.connected()
+    def connected(self, streaming: bool = False) -> int:
+        """Actors heard from lately (``streaming``: only those that have sent records)."""
+        return self.sessions.connected(streaming)
 
     def take_episodes(self) -> list[dict]:
         out = []

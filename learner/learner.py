@@ -375,7 +375,7 @@ class Learner:
         self.loop.request_stop()  # also lifts backpressure: what the actors still send is kept
         self.ingest.stop_actors = True
         deadline = time.monotonic() + 2 * self.cfg.actor.heartbeat_s + 1
-        while self.ingest.is_alive() and self.ingest.connected() and time.monotonic() < deadline:
+        while self.ingest.is_alive() and self.ingest.connected(streaming=True) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def _shutdown(self) -> dict:

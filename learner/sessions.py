@@ -77,8 +77,9 @@ class Sessions:
     def live(self, st: ActorState) -> bool:
         return not st.ended and self.clock() - st.last_seen < self.timeout_s
 
-    def connected(self) -> int:
-        return sum(self.live(st) for st in list(self.actors.values()))
+    def connected(self, streaming: bool = False) -> int:
+        """Live sessions (``streaming``: only those that have sent records)."""
+        return sum(self.live(st) and (st.steps > 0 or not streaming) for st in list(self.actors.values()))
 
     def check(self, actor_id: int, token: str) -> ActorState | None:
         """The session of ``actor_id`` if ``token`` is its token, else None."""
