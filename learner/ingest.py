@@ -39,6 +39,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 
 import numpy as np
 import zmq
@@ -51,6 +52,7 @@ from .sessions import ActorState, Sessions
 log = logging.getLogger("mouse.ingest")
 
 CONTROL_BURST, DATA_BURST = 64, 16  # messages per loop round, each socket
+MAX_VERSION_JUMP = 1 << 32  # more publishes than any run makes: a report further ahead is a lie
 DRAIN_FRAMES = 1024  # frames of an over-long message discarded per loop round (~5 ms)
 TOO_MANY = object()
 
@@ -108,7 +110,7 @@ class IngestServer(threading.Thread):
     def __init__(self, pull: zmq.Socket, router: zmq.Socket, spec: RecordSpec, insert, *,
                  current_version, current_weights, incarnation: str, config: dict, num_envs: int,
                  max_records: int = wire.DEFAULT_MAX_RECORDS, credits: int = 4, max_actors: int = 1024,
-                 actor_timeout_s: float = 10.0, may_receive=lambda: True):
+                 actor_timeout_s: float = 10.0, may_receive=lambda: True, version_window_s: float | None = None):
         super().__init__(name="mouse-ingest", daemon=True)
         self.pull, self.router, self.spec, self.insert = pull, router, spec, insert
         self.current_version = current_version  # () -> int
@@ -133,15 +135,22 @@ class IngestServer(threading.Thread):
         self.streams_seen: set[int] = set()  # at most max_actors * num_envs: only own streams count
         self.episodes: collections.deque = collections.deque(maxlen=10_000)
         self.lag_sum, self.lag_count = 0, 0
+        self.version_heard = -1  # see _heard_version
+        # reports raise version_heard until then (monotonic): while a restarted fleet joins again
+        self.versions_heard_until = time.monotonic() + (version_window_s or max(30.0, 3 * actor_timeout_s))
         self.error: BaseException | None = None
 
     def stop(self) -> None:
         self._stop_event.set()
 
-    @property
-    def version_heard(self) -> int:
-        """The highest policy version any actor reported: a resumed learner publishes above it."""
-        return self.sessions.version_heard
+    def _heard_version(self, version: int) -> None:
+        """A policy version a session reported (hello, heartbeat, records). A resumed learner
+        publishes above ``version_heard``, the versions its actors held when it started: they
+        report them as they join again. Reports count during the first ``version_window_s`` only,
+        each at most MAX_VERSION_JUMP above the learner's own version, so no peer can push the
+        versions towards their 2**53 end (where weights could no longer move forward)."""
+        if time.monotonic() < self.versions_heard_until:
+            self.version_heard = max(self.version_heard, min(version, self.current_version() + MAX_VERSION_JUMP))
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -226,7 +235,7 @@ class IngestServer(threading.Thread):
             self.lag_count += len(lag)
             self.streams_seen.update(np.unique(sid).tolist())
             self.sessions.heard(st)
-            self.sessions.observe_version(top)
+            self._heard_version(top)
             st.steps += n
             st.version = max(st.version, top)
             st.owed += 1  # the chunk is out of flight either way: its credit comes back
@@ -298,7 +307,7 @@ class IngestServer(threading.Thread):
                 st.ended, st.last_seen = True, 0.0
             else:
                 st.counters = body["counters"]  # a subset of wire.HEARTBEAT_COUNTERS, bounded numbers
-                self.sessions.observe_version(st.counters.get("version", -1))
+                self._heard_version(st.counters.get("version", -1))
         if kind == "bye":
             log.info("actor %d said bye", st.actor_id)
         else:
@@ -316,6 +325,7 @@ class IngestServer(threading.Thread):
             return self._send(identity, "stop", {"version": self.current_version(), "reason": verdict.reason,
                                                  "refused": True})
         st = verdict.state
+        self._heard_version(body["version"])
         log.info("actor %d connected from %s (pid %d)", st.actor_id, st.host[:64], st.pid)
         self._send(identity, "welcome", {"actor_id": st.actor_id, "token": st.token, "config": self.config,
                                          "credits": st.granted})

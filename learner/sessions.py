@@ -19,8 +19,6 @@ gain it credits, nor take over its reply route. The rules:
   new session takes the id.
 - Hellos are rate limited (token bucket: each accepted one costs the learner a welcome
   and a copy of the weights).
-- ``version_heard`` is the highest policy version any session reported (hello,
-  heartbeat, records): a resumed learner publishes above it.
 """
 
 from __future__ import annotations
@@ -69,7 +67,6 @@ class Sessions:
         self.max_actors, self.credits, self.timeout_s, self.clock = max_actors, credits, timeout_s, clock
         self.actors: dict[int, ActorState] = {}  # at most max_actors: ids are bounded
         self._ids_by_token: dict[str, int] = {}
-        self.version_heard = -1
         self._rate, self._burst = hello_rate, hello_burst
         self._bucket, self._refilled = float(hello_burst), clock()
 
@@ -97,9 +94,6 @@ class Sessions:
         if identity is not None:
             st.identity = identity
 
-    def observe_version(self, version: int) -> None:
-        self.version_heard = max(self.version_heard, version)
-
     # --- hello -----------------------------------------------------------------------------
     def hello(self, identity: bytes, body: dict) -> Hello:
         if not self._take_token():
@@ -125,7 +119,6 @@ class Sessions:
                 return Hello("refuse", reason=f"no free actor id: all {self.max_actors} ids have live "
                                               "actors (learner.max_actors)")
             st = self._start(actor_id, identity, host, pid)
-        self.observe_version(body["version"])
         return Hello("welcome", st)
 
     def _same_actor(self, wanted: int, token: str, host: str, pid: int) -> ActorState | None:

@@ -22,25 +22,11 @@ from mouse.config import EnvConfig, RunConfig, from_dict, load_config
 from mouse.envs import describe_env
 from mouse.transport import endpoints, free_port_base
 from mouse.status import read_status
-from tests.run_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, read_summary,
-                                 stream_records, wait_for)
+from tests.run_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, procs,  # noqa: F401
+                                 read_summary, stream_records, wait_for)
 
 START_S = 120  # generous: another job may be using both cores while torch imports
 RUN_S = 180
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """start(name, args) -> Proc; every process group started is SIGKILLed at the end."""
-    started = []
-
-    def start(name, args, **kw):
-        started.append(Proc(name, args, tmp_path, **kw))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.kill_group()
 
 
 def log_text(path) -> str:

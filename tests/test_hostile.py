@@ -32,23 +32,10 @@ from mouse.records import RecordSpec
 from mouse.status import read_status
 from mouse.transport import endpoints, free_port_base
 from tests.flood import flood
-from tests.run_helpers import SMALL, Proc, read_summary, stream_records, wait_for
+from tests.run_helpers import SMALL, procs, read_summary, stream_records, wait_for  # noqa: F401 (procs)
 
 pytestmark = pytest.mark.timeout(600)
 START_S = 120  # generous: another job may be using both cores while torch imports
-
-
-@pytest.fixture
-def procs(tmp_path):
-    started = []
-
-    def start(name, args, **kw):
-        started.append(Proc(name, args, tmp_path, **kw))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.kill_group()
 
 
 def status(path) -> dict:

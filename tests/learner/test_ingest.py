@@ -512,6 +512,23 @@ def test_heartbeat_is_acked_until_actors_are_told_to_stop(rig):
     a.expect_nothing()
 
 
+def test_reported_versions_raise_the_floor_within_bounds(rig):
+    """A resumed learner publishes above what its actors report; a lie cannot push it to 2**53."""
+    a, b = rig.new_actor(pid=1), rig.new_actor(pid=2)
+    a.hello(version=70)
+    kind, body = a.expect_control()
+    a.expect_weights()
+    a.actor_id, a.token = body["actor_id"], body["token"]
+    assert rig.server.version_heard == 70
+    b.hello(version=2**53)
+    assert b.expect_control()[0] == "welcome"
+    assert rig.server.version_heard == VERSION + 2**32
+    rig.server.versions_heard_until = 0  # the window after the learner's start has passed
+    a.heartbeat({"version": 10**12})
+    assert a.expect_control() == ack(CREDITS)
+    assert rig.server.version_heard == VERSION + 2**32
+
+
 def test_heartbeat_counters_are_a_fixed_bounded_set(rig):
     a = rig.new_actor()
     assert a.join() == 0

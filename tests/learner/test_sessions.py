@@ -113,11 +113,3 @@ def test_hellos_are_rate_limited(clock):
     assert hello(s, pid=99).reason == "hello_rate"
     clock.t += 0.1  # one more token
     assert [hello(s, pid=p).action for p in (200, 201)] == ["welcome", "drop"]
-
-
-def test_version_heard_is_the_highest_reported(clock):
-    s = sessions(clock)
-    hello(s, pid=1, version=7)
-    hello(s, pid=2, version=3)
-    s.observe_version(5)
-    assert s.version_heard == 7
