@@ -4,19 +4,43 @@ The stepping, acting and chunking are ``actors.stepper.Stepper``'s; this module
 owns the sockets around it: the hello/welcome handshake, credit flow control,
 heartbeats, weights and the learner's "stop". It works the same over
 ``tcp://`` (actor processes) and ``inproc://`` (actor threads of ``mouse run --inproc``).
+
+Session. The learner's welcome gives the actor its id, a session token, the
+learner's incarnation, the run config and its credits; every message the actor
+sends carries the id and token. Acks carry the session's total credit grant, so a
+lost ack costs nothing.
+
+A learner may go away and come back: a learner restarted from its checkpoint is a
+new incarnation. The actor never gives up by default (``actor.learner_timeout_s``
+= 0): it notices a new learner (a "rejoin" answer to its heartbeat, weights of
+another incarnation) or silence (no word for SILENT_BEATS heartbeats) and says
+hello again with its id and token, keeping its streams; until welcomed it sends no
+records, so its memory stays bounded (its stepping waits with the chunk). A new
+incarnation's welcome starts a new session: fresh credits, and the weights that
+follow are taken whatever their version. It leaves on "stop", on a signal, after
+the optional deadline, or when a learner refuses it (``ActorRefused``: its id is in
+use, the run config changed).
+
+Whatever answers on the learner's address cannot crash it: malformed or unexpected
+replies and weights that are malformed, shaped for another model or not finite are
+counted (``bad_replies``, ``bad_weights``) and ignored; it keeps acting with the
+weights it has.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 
+import torch
 import zmq
 
 from mouse import wire
-from mouse.acting import load_acting_state
+from mouse.acting import acting_state, load_acting_state
 from mouse.components import build_model
 from mouse.config import RunConfig, from_dict
 from mouse.envs import describe_env
@@ -28,6 +52,22 @@ from .stepper import Stepper
 
 log = logging.getLogger("mouse.actor")
 
+SILENT_BEATS = 3  # heartbeats without any word from the learner before saying hello again
+
+
+class ActorRefused(ValueError):
+    """The learner will not take this actor (the reason is its own words); `mouse actor` exits
+    with it as a one-line error."""
+
+
+@dataclass(frozen=True)
+class Welcome:
+    actor_id: int
+    token: str
+    incarnation: str
+    credits: int  # the session's total grant so far
+    config: dict
+
 
 def _send_control(dealer: zmq.Socket, kind: str, body: dict) -> None:
     """Never blocks: with no live connection to the learner the message is dropped."""
@@ -37,58 +77,92 @@ def _send_control(dealer: zmq.Socket, kind: str, body: dict) -> None:
         pass
 
 
+def _hello(actor_id: int, token: str, version: int) -> dict:
+    return {"actor_id": actor_id, "token": token, "pid": os.getpid(),
+            "host": socket.gethostname()[:wire.MAX_TEXT], "version": version}
+
+
+def _decode_reply(frames) -> tuple[str, dict] | None:
+    try:
+        return wire.decode_control(frames)
+    except wire.WireError as e:
+        log.warning("ignoring a malformed reply from the learner's address: %s", e)
+        return None
+
+
 def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=None, keys=None):
     """Say hello until the learner answers (it may start later than the actor).
 
-    The learner's welcome carries the run's config (actors and learner build the
-    model from the same one) and the actor id (assigned when ``actor_id`` < 0),
-    followed at once by the current weights.
+    The learner's welcome carries the session (actor id, assigned when ``actor_id`` < 0;
+    token; incarnation; credits) and the run's config (actors and learner build the model
+    from the same one), followed at once by the current weights. A learner that refuses
+    the actor (its id in use, out of range) raises ``ActorRefused``.
     ``status_path`` (optional) gets a status file saying the actor is connecting.
     ``keys`` (``mouse.keys.ActorKeys``): CurveZMQ, talking only to the learner whose public
     key they pin. A learner that is up but refuses the handshake (keys missing, not allowed,
     another learner's) is a ValueError with one line saying which, rather than a wait for ever.
-    Returns (cfg, actor_id, sockets, weights frames, credits).
+    Returns (cfg, actor_id, sockets, weights frames, Welcome).
     """
     write_status(status_path, {"state": "connecting", "learner": learner, "actor_id": actor_id})
     ctx = zmq.Context.instance()
     handshakes = HandshakeWatch()
     sockets = actor_sockets(ctx, learner, keys=keys, handshakes=handshakes)
-    dealer = sockets[1]
-    tcp_without_keys = keys is None and learner.startswith("tcp://")
-    hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if tcp_without_keys else ""
-    hello = {"actor_id": actor_id, "pid": os.getpid(), "host": socket.gethostname()}
-    cfg, weights, credits, refused = None, None, 0, None
+    try:
+        joined = _say_hello(learner, actor_id, sockets[1], handshakes, stop, status_path, keys)
+    except BaseException:
+        handshakes.close()
+        for s in sockets:
+            s.close(0)
+        raise
+    handshakes.close()
+    cfg, welcome, weights = joined
+    log.info("actor %d connected to %s", welcome.actor_id, learner)
+    return cfg, welcome.actor_id, sockets, weights, welcome
+
+
+def _say_hello(learner: str, actor_id: int, dealer, handshakes, stop, status_path, keys):
+    """connect's loop: (cfg, Welcome, weights frames) once welcomed; raises on a refusal or stop."""
+    hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if keys is None and learner.startswith("tcp://") \
+        else ""
+    hello = _hello(actor_id, "", -1)
+    cfg, welcome, weights = None, None, None
     start, next_warning = time.monotonic(), time.monotonic() + 5
     while not stop():
         _send_control(dealer, "hello", hello)  # dropped until the connection is up: resent below
         while dealer.poll(1000):
             frames = dealer.recv_multipart(copy=False)
             if wire.is_weights(frames):
-                weights = frames
-            else:
-                kind, body = wire.decode_control(frames)
-                if kind == "welcome":
-                    cfg, actor_id = from_dict(RunConfig, body["config"]), body["actor_id"]
-                    credits = body["credits"]
-            if cfg is not None and weights is not None:
-                handshakes.close()
-                log.info("actor %d connected to %s", actor_id, learner)
-                return cfg, actor_id, sockets, weights, credits
+                weights = frames if welcome is not None else weights  # checked by the Actor
+                continue
+            kind, body = _decode_reply(frames) or (None, None)
+            if kind == "stop":
+                raise ActorRefused(f"the learner at {learner} refused this actor: {body['reason']}")
+            if kind == "welcome":
+                try:
+                    cfg = from_dict(RunConfig, body["config"])
+                except (ValueError, TypeError) as e:
+                    log.warning("ignoring a welcome with an unusable config: %s", e)
+                    continue
+                welcome = Welcome(body["actor_id"], body["token"], body["incarnation"],
+                                  body["credits"], body["config"])
+            if welcome is not None and weights is not None:
+                return cfg, welcome, weights
         refused = handshakes.refused()
         if refused:
             error = refusal_message(learner, refused, keys)
             write_status(status_path, {"state": "refused", "learner": learner, "error": error})
-            break
+            raise ValueError(error)
         if time.monotonic() >= next_warning:
             next_warning += 10
             log.warning("no answer from the learner at %s after %.0fs, still trying%s",
                         learner, time.monotonic() - start, hint)
-    handshakes.close()
-    for s in sockets:
-        s.close(0)
-    if refused:
-        raise ValueError(error)
     raise KeyboardInterrupt("stopped before the learner answered")
+
+
+def _same_run(a: RunConfig, b: RunConfig) -> bool:
+    """Whether an actor built from ``a`` can go on acting for a learner of ``b``."""
+    return (a.env, a.model, a.actor, a.acting_context, a.num_actors) == \
+        (b.env, b.model, b.actor, b.acting_context, b.num_actors)
 
 
 class Actor:
@@ -99,89 +173,183 @@ class Actor:
     ``status_path`` (optional) is a status file kept up to date at every heartbeat.
     """
 
-    def __init__(self, cfg: RunConfig, actor_id: int, sockets, weights=None, credits: int = 4,
+    def __init__(self, cfg: RunConfig, actor_id: int, sockets, weights, welcome: Welcome,
                  clock=time.monotonic, status_path=None):
         self.cfg, self.actor_id, self.clock, self.status_path = cfg, actor_id, clock, status_path
         self.push, self.dealer, self.sub = sockets
         self.info = describe_env(cfg.env)
         self.model = build_model(cfg, self.info).eval()
+        self.layout = {k: (v.dtype, v.shape) for k, v in acting_state(self.model).items()}
         self.stepper = Stepper(cfg, actor_id, self.info, self.model)
-        if weights is not None:
-            self._load_weights(weights)
-        self.credits = credits  # record chunks we may still send before the learner acks
-        self.last_heard = clock()  # any reply or weights from the learner
+        self.token, self.incarnation = welcome.token, welcome.incarnation
+        self.granted, self.sent = welcome.credits, 0  # credits = granted - sent (this session)
+        self.weights_incarnation: str | None = None  # the learner process the acting weights came from
+        self.past_incarnations: collections.deque = collections.deque(maxlen=8)
+        self.rejoining = False  # saying hello again; no records go out meanwhile
         self.next_beat = 0.0
         self.stopping = False
         self.stop_reason: str | None = None
-        self.counters = {"env_steps": 0, "chunks_sent": 0, "send_blocked_s": 0.0, "episodes": 0}
+        self.refused: str | None = None  # set when a learner refused this actor: run() raises it
+        self.counters = {"env_steps": 0, "chunks_sent": 0, "send_blocked_s": 0.0, "episodes": 0,
+                         "bad_replies": 0, "bad_weights": 0, "rejoins": 0}
+        self.last_heard = clock()  # the last valid word from the session's learner
+        if weights is not None:
+            self._offer_weights(weights)
 
     def stop(self, reason: str) -> None:
         if not self.stopping:
             self.stop_reason = reason
             self.stopping = True
 
-    def _write_status(self, state: str) -> None:
-        write_status(self.status_path, {
-            "state": state, "actor_id": self.actor_id, "version": self.version,
-            "credits": self.credits, "stop_reason": self.stop_reason, **self.counters})
+    @property
+    def credits(self) -> int:
+        """Record chunks we may still send before the learner acks."""
+        return self.granted - self.sent
 
     @property
     def version(self) -> int:
         return self.stepper.version
 
+    def _write_status(self, state: str) -> None:
+        write_status(self.status_path, {
+            "state": state, "actor_id": self.actor_id, "version": self.version, "credits": self.credits,
+            "incarnation": self.incarnation, "rejoining": self.rejoining, "stop_reason": self.stop_reason,
+            **self.counters})
+
+    def _bad(self, counter: str, what: str) -> None:
+        self.counters[counter] += 1
+        (log.warning if self.counters[counter] == 1 else log.debug)("actor %d ignored %s", self.actor_id, what)
+
     # --- weights ---------------------------------------------------------------------
-    def _load_weights(self, frames) -> None:
-        """Between two vector steps: decode (one copy out of the frames), then copy in place into
-        the acting model (the learner publishes exactly ``mouse.acting.acting_state``'s tensors)."""
-        version, state = wire.decode_weights(frames)
-        if version <= self.version:  # out of order or repeated: weights only move forward
+    def _offer_weights(self, frames) -> None:
+        """Load weights of the session's learner that are newer than ours (any version of a
+        learner we just joined); anything else is ignored, and never half-loaded."""
+        try:
+            version, incarnation, state = wire.decode_weights(frames)
+        except wire.WireError as e:
+            return self._bad("bad_weights", f"malformed weights ({e})")
+        if incarnation != self.incarnation:
+            if incarnation not in self.past_incarnations:  # a new learner broadcasts: join it
+                self._rejoin(f"weights from learner incarnation {incarnation}, not {self.incarnation}")
             return
-        load_acting_state(self.model, state)
-        self.stepper.version = version
+        self.last_heard = self.clock()
+        if incarnation == self.weights_incarnation and version <= self.version:
+            return  # out of order or repeated: weights only move forward within one learner
+        problem = self._state_problem(state)
+        if problem:
+            return self._bad("bad_weights", f"weights v{version}: {problem}")
+        load_acting_state(self.model, state)  # in place; the learner publishes only acting_state
+        self.stepper.version, self.weights_incarnation = version, incarnation
+
+    def _state_problem(self, state: dict[str, torch.Tensor]) -> str | None:
+        if state.keys() != self.layout.keys():
+            odd = sorted(state.keys() ^ self.layout.keys())[:3]
+            return f"not this model's tensors (e.g. {odd})"
+        for name, t in state.items():
+            dtype, shape = self.layout[name]
+            if t.dtype != dtype or t.shape != shape:
+                return f"{name} is {t.dtype} {list(t.shape)}, the model's is {dtype} {list(shape)}"
+        if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
+            return "NaN or inf in the weights"
+        return None
 
     def _take_weights(self) -> None:
         latest = drain_latest(self.sub)
         if latest is not None:
-            self.last_heard = self.clock()
-            self._load_weights(latest)
+            self._offer_weights(latest)
 
+    # --- replies -----------------------------------------------------------------------
     def _handle_replies(self) -> None:
         while self.dealer.poll(0):
             self._handle_reply(self.dealer.recv_multipart(copy=False))
 
-    def _heartbeat(self) -> None:
-        if self.clock() < self.next_beat:
-            return
-        self.next_beat = self.clock() + self.cfg.actor.heartbeat_s
-        self.counters["env_steps"] = self.stepper.env_steps
-        self._write_status("stopping" if self.stopping else "running")
-        _send_control(self.dealer, "heartbeat",
-                      {"actor_id": self.actor_id, "counters": {"version": self.version, **self.counters}})
-
-    def _learner_gone(self) -> bool:
-        """True (and stopping) once the learner has been silent for learner_timeout_s."""
-        timeout = self.cfg.actor.learner_timeout_s
-        if timeout and self.clock() - self.last_heard > timeout and not self.stopping:
-            log.error("actor %d: no word from the learner for %.0fs, stopping", self.actor_id, timeout)
-            self.stop(f"no word from the learner for {timeout:g}s")
-        return self.stopping
-
     def _handle_reply(self, frames) -> None:
-        self.last_heard = self.clock()
         if wire.is_weights(frames):
-            return self._load_weights(frames)
-        kind, body = wire.decode_control(frames)
+            return self._offer_weights(frames)
+        try:
+            kind, body = wire.decode_control(frames)
+        except wire.WireError as e:
+            return self._bad("bad_replies", f"a malformed reply ({e})")
+        if kind == "welcome":
+            return self._welcomed(body)
+        if kind == "rejoin":
+            return self._rejoin(f"the learner (incarnation {body['incarnation']}) has no session for us")
+        if kind not in ("ack", "stop"):
+            return self._bad("bad_replies", f"a {kind} message on the control socket")
+        if kind == "stop" and body["refused"] and self.rejoining:
+            self.refused = f"the learner refused this actor: {body['reason']}"
+            log.error("actor %d: %s", self.actor_id, self.refused)
+            return self.stop(self.refused)
+        if body["incarnation"] != self.incarnation:
+            if body["incarnation"] not in self.past_incarnations:
+                self._bad("bad_replies", f"a {kind} from learner incarnation {body['incarnation']}")
+            return
+        self.last_heard = self.clock()
         if kind == "ack":
-            self.credits += body["credits"]
-        elif kind == "stop" and not self.stopping:
+            self.granted = max(self.granted, body["credits"])
+        elif not self.stopping:
             log.info("actor %d: the learner asked to stop", self.actor_id)
             self.stop("the learner asked to stop")
 
+    def _welcomed(self, body: dict) -> None:
+        if body["token"] == self.token and body["incarnation"] == self.incarnation:
+            self.granted = max(self.granted, body["credits"])  # the same session: nothing is lost
+            self.last_heard, self.rejoining = self.clock(), False
+            return
+        if not self.rejoining or body["actor_id"] != self.actor_id:
+            return self._bad("bad_replies", "a welcome to another session")
+        try:
+            same = _same_run(self.cfg, from_dict(RunConfig, body["config"]))
+        except (ValueError, TypeError):
+            same = False
+        if not same:
+            self.refused = ("the learner's run config differs from the one this actor started with "
+                            "(env, model or actor settings): restart the actor")
+            log.error("actor %d: %s", self.actor_id, self.refused)
+            return self.stop(self.refused)
+        if body["incarnation"] != self.incarnation:
+            self.past_incarnations.append(self.incarnation)
+        self.token, self.incarnation = body["token"], body["incarnation"]
+        self.granted, self.sent = body["credits"], 0
+        self.last_heard, self.rejoining = self.clock(), False
+        log.info("actor %d joined the learner again (incarnation %s)", self.actor_id, self.incarnation)
+
+    def _rejoin(self, why: str) -> None:
+        if self.rejoining or self.stopping:
+            return
+        log.warning("actor %d: %s: saying hello again", self.actor_id, why)
+        self.rejoining = True
+        self.counters["rejoins"] += 1
+        self.next_beat = 0.0  # now
+
+    # --- heartbeats --------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        """Every heartbeat_s: a heartbeat (or, while re-joining, a hello); notice silence."""
+        if self.clock() < self.next_beat:
+            return
+        self.next_beat = self.clock() + self.cfg.actor.heartbeat_s
+        self._check_silence()
+        self.counters["env_steps"] = self.stepper.env_steps
+        self._write_status("stopping" if self.stopping else "running")
+        if self.rejoining:
+            _send_control(self.dealer, "hello", _hello(self.actor_id, self.token, self.version))
+        else:
+            _send_control(self.dealer, "heartbeat", {"actor_id": self.actor_id, "token": self.token,
+                                                     "counters": {"version": self.version, **self.counters}})
+
+    def _check_silence(self) -> None:
+        silent, a = self.clock() - self.last_heard, self.cfg.actor
+        if a.learner_timeout_s and silent > a.learner_timeout_s and not self.stopping:
+            log.error("actor %d: no word from the learner for %.0fs, stopping", self.actor_id, silent)
+            self.stop(f"no word from the learner for {a.learner_timeout_s:g}s")
+        elif silent > SILENT_BEATS * a.heartbeat_s:
+            self._rejoin(f"no word from the learner for {silent:.0f}s")
+
     # --- sending -----------------------------------------------------------------------
     def _wait_for_credit(self) -> None:
-        """Explicit backpressure: a chunk leaves only with a credit from the learner."""
+        """Explicit backpressure: a chunk leaves only with a credit of the current session."""
         start = self.clock()
-        while self.credits <= 0 and not self._learner_gone():
+        while (self.credits <= 0 or self.rejoining) and not self.stopping:
             if self.dealer.poll(50):
                 self._handle_replies()
             self._take_weights()  # the newest weights are waiting too
@@ -201,11 +369,12 @@ class Actor:
 
     # --- main loop -----------------------------------------------------------------------
     def run(self, max_steps: int = 0) -> dict:
-        """Act until stopped (or for ``max_steps`` vector steps); returns the counters."""
+        """Act until stopped (or for ``max_steps`` vector steps); returns the counters.
+        Raises ``ActorRefused`` (after cleaning up) when a learner refused this actor."""
         self._write_status("running")
         try:
             self._loop(max_steps)
-            _send_control(self.dealer, "bye", {"actor_id": self.actor_id})
+            _send_control(self.dealer, "bye", {"actor_id": self.actor_id, "token": self.token})
         finally:
             # linger: the last chunk and the bye are only queued; let zmq deliver them
             for sock, linger_ms in ((self.push, 2000), (self.dealer, 1000), (self.sub, 0)):
@@ -215,6 +384,8 @@ class Actor:
         if self.stop_reason is None:
             self.stop_reason = f"max_steps={max_steps} reached" if max_steps > 0 else "stopped"
         self._write_status("stopped")
+        if self.refused:
+            raise ActorRefused(self.refused)
         return self.counters
 
     def _loop(self, max_steps: int) -> None:
@@ -231,17 +402,17 @@ class Actor:
             if self.clock() >= self.next_beat:
                 self._heartbeat()
                 self._handle_replies()
-                self._learner_gone()
-        self._flush()  # nothing lost on a clean stop (the learner drains while stopping)
+        if not self.refused:
+            self._flush()  # nothing lost on a clean stop (the learner drains while stopping)
 
     def _flush(self) -> None:
         chunk, episodes = self.stepper.take()
         if chunk is not None:
             self._wait_for_credit()
-            if self._send(wire.encode_chunk(chunk, self.actor_id)):
+            if self._send(wire.encode_chunk(chunk, self.actor_id, self.token)):
                 self.counters["chunks_sent"] += 1
-                self.credits -= 1
+                self.sent += 1
         if episodes:
-            body = {"actor_id": self.actor_id, "episodes": episodes}
+            body = {"actor_id": self.actor_id, "token": self.token, "episodes": episodes}
             if self._send(wire.encode_control("episode", body)):
                 self.counters["episodes"] += len(episodes)

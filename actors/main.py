@@ -35,11 +35,11 @@ def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, handler)
     try:
-        cfg, actor_id, sockets, weights, credits = connect(
+        cfg, actor_id, sockets, weights, welcome = connect(
             learner, actor_id, stop=lambda: stop["now"], status_path=status, keys=keys_pair)
     except KeyboardInterrupt:
         return {}
-    actor = Actor(cfg, actor_id, sockets, weights, credits, status_path=status)
+    actor = Actor(cfg, actor_id, sockets, weights, welcome, status_path=status)
     if stop["now"]:
         actor.stop("signal before start")
     counters = actor.run(max_steps)

@@ -116,7 +116,8 @@ def sink(pull, router, cfg: RunConfig, weights, stop) -> None:
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(router, zmq.POLLIN)
-    actor = None
+    actor, granted = None, cfg.learner.credits_per_actor
+    session = {"incarnation": "0" * wire.INCARNATION_HEX}
     while not stop.is_set():
         ready = dict(poller.poll(50))
         if router in ready:
@@ -124,7 +125,8 @@ def sink(pull, router, cfg: RunConfig, weights, stop) -> None:
             kind, body = wire.decode_control(frames)
             if kind == "hello":
                 actor = ident
-                welcome = {"actor_id": 0, "config": to_dict(cfg), "credits": cfg.learner.credits_per_actor}
+                welcome = {"actor_id": 0, "token": "1" * wire.TOKEN_HEX, "config": to_dict(cfg),
+                           "credits": granted, **session}
                 router.send_multipart([ident, *wire.encode_control("welcome", welcome)])
                 router.send_multipart([ident, *weights])
         if pull in ready:
@@ -134,14 +136,17 @@ def sink(pull, router, cfg: RunConfig, weights, stop) -> None:
                 except zmq.Again:
                     break
                 if wire.peek_kind(frames) == "chunk":
-                    router.send_multipart([actor, *wire.encode_control("ack", {"version": 1, "credits": 1})])
+                    granted += 1  # acks carry the session's total grant
+                    ack = {"version": 1, "credits": granted, **session}
+                    router.send_multipart([actor, *wire.encode_control("ack", ack)])
 
 
 def sink_process(port: int, cfg_dict: dict, stop) -> None:
     """The learner side in its own process (as in a real run: no GIL shared with the actor)."""
     cfg = from_dict(RunConfig, cfg_dict)
     pull, router, pub = learner_sockets(zmq.Context.instance(), f"tcp://127.0.0.1:{port}")
-    weights = wire.encode_weights(1, acting_state(build_model(cfg, describe_env(cfg.env))))
+    weights = wire.encode_weights(1, acting_state(build_model(cfg, describe_env(cfg.env))),
+                                  incarnation="0" * wire.INCARNATION_HEX)
     sink(pull, router, cfg, weights, stop)
     for s in (pull, router, pub):
         s.close(0)
@@ -163,7 +168,7 @@ class Sink:
 
 
 def streaming(cfg: RunConfig, steps: int, port: int) -> tuple[float, float]:
-    actor = Actor(*connect(f"tcp://127.0.0.1:{port}", 0))
+    actor = Actor(*connect(f"tcp://127.0.0.1:{port}", 0))  # (cfg, id, sockets, weights, welcome)
     clock = Clock()
     counters = actor.run(max_steps=steps)
     return clock.rates(counters["env_steps"])

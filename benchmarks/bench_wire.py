@@ -44,7 +44,7 @@ def make_chunks(count: int, seed: int = 0) -> list[list[bytes]]:
                                   torch.zeros(STREAMS, dtype=torch.bool)))
         last = steps[-1]
         td = torch.stack(steps, dim=1).reshape(-1)  # [8, 32] -> [256], stream-major
-        chunks.append([bytes(f) for f in wire.encode_chunk(td, actor_id=0, spec=SPEC)])
+        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, "0" * wire.TOKEN_HEX, spec=SPEC)])
     return chunks
 
 

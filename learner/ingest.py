@@ -3,13 +3,35 @@
 It owns the learner's PULL (records, episode stats) and ROUTER (hello,
 heartbeat, bye) sockets. Anything malformed is rejected with a counted reason
 (``wire/rejected/<reason>``) and never reaches the buffer; no input can stop
-the thread.
+the thread. Besides the wire's reasons (``mouse.wire``) it counts:
 
-Flow control is by credits: an actor may have ``credits`` record chunks in
-flight; each chunk the learner stores earns that actor one credit back (an
-``ack``), unless the learner is too far behind its replay ratio, in which case
-the credit is owed and paid once training catches up. Memory and policy lag
-stay bounded by credits × chunk size per actor, whatever the kernel buffers.
+    bad_token        a message whose token is not the session token of the actor id it names
+                     (a heartbeat is answered "rejoin": a restarted learner's actors say hello again)
+    foreign_streams  records or episodes of streams outside the sender's own range
+                     (actor_id * num_envs .. + num_envs - 1)
+    hello_refused    a hello for an id out of range or held by another live actor ("stop" + reason)
+    hello_rate       a hello over the rate limit (dropped; the actor resends it)
+    duplicate_hello  a hello with no valid token from the host and pid of a live, used session
+    replay_rejected  the buffer refused a decoded chunk
+
+Who may send what is ``learner.sessions``'s: each message is checked against the
+session of the actor id it names. Flow control is by credits: an actor may have
+``credits`` record chunks in flight; each chunk the learner stores (or refuses from
+a known session) earns that actor one credit back, unless the learner is too far
+behind its replay ratio, in which case the credit is owed and paid once training
+catches up. Acks carry the session's total grant, so a lost ack costs nothing.
+
+Memory and time stay bounded whatever peers send: sessions are at most
+``max_actors`` (so remembered streams at most ``max_actors * num_envs``), a
+heartbeat's counters are a fixed set of bounded numbers, messages with more frames
+than their kind can have are discarded frame by frame a slice at a time, and every
+loop round handles a bounded burst of each socket.
+
+Stream continuity: the replay links a stream's records across chunks only when they
+are consecutive steps (``mouse.replay.sampler``); anything else starts a new segment
+and no window spans the break. So an actor that re-joins (a restarted learner, a
+new session) just goes on with its streams: whatever tail a dead learner lost is a
+gap the replay already handles, and the ingest keeps no per-stream state to forget.
 """
 
 from __future__ import annotations
@@ -18,57 +40,117 @@ import collections
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 
+import numpy as np
 import zmq
 
 from mouse import wire
-from mouse.records import RecordSpec
+from mouse.records import RecordSpec, episode_problems
+
+from .sessions import ActorState, Sessions
 
 log = logging.getLogger("mouse.ingest")
 
+CONTROL_BURST, DATA_BURST = 64, 16  # messages per loop round, each socket
+MAX_VERSION_JUMP = 1 << 32  # more publishes than any run makes: a report further ahead is a lie
+DRAIN_FRAMES = 1024  # frames of an over-long message discarded per loop round (~5 ms)
+TOO_MANY = object()
 
-@dataclass
-class ActorState:
-    actor_id: int
-    identity: bytes = b""  # ROUTER identity of its control socket (for acks)
-    host: str = ""
-    pid: int = 0
-    last_seen: float = field(default_factory=time.monotonic)
-    steps: int = 0
-    version: int = -1  # highest policy version seen in its records
-    owed: int = 0  # credits earned while throttled, paid when training catches up
-    counters: dict = field(default_factory=dict)
+
+class _Refused(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+class BoundedReceiver:
+    """Multipart messages of at most ``max_frames`` frames, received a frame at a time.
+
+    A longer message is reported once (``TOO_MANY``) and then discarded without becoming a
+    Python list: ``drain_frames`` frames per call (None: all of it at once). zmq delivers a
+    message whole, so nothing behind it on this socket can be read before it is gone:
+    slices keep the *other* socket served meanwhile, draining at once serves this one soonest.
+    """
+
+    def __init__(self, sock: zmq.Socket, max_frames: int, drain_frames: int | None = DRAIN_FRAMES):
+        self.sock, self.max_frames, self.drain_frames = sock, max_frames, drain_frames
+        self.skipping = False
+
+    def recv(self):
+        """The frames of the next message, ``TOO_MANY``, or None (nothing complete now)."""
+        sock = self.sock
+        if self.skipping:
+            recv, more, n, limit = sock.recv, sock.getsockopt, 0, self.drain_frames or -1
+            while n != limit:  # (the tightest loop pyzmq allows: an attacker sets the count)
+                recv(zmq.NOBLOCK)  # the rest of a message is there once its first frame is
+                n += 1
+                if not more(zmq.RCVMORE):
+                    self.skipping = False
+                    break
+            return None
+        try:
+            frames = [sock.recv(zmq.NOBLOCK, copy=False)]
+        except zmq.Again:
+            return None
+        while frames[-1].more:
+            if len(frames) == self.max_frames:
+                self.skipping = True
+                return TOO_MANY
+            frames.append(sock.recv(zmq.NOBLOCK, copy=False))
+        return frames
 
 
 class IngestServer(threading.Thread):
-    """Receives from actors until ``stop()``; ``insert(td) -> int`` writes records to replay."""
+    """Receives from actors until ``stop()``; ``insert(td) -> int`` writes records to replay.
+
+    ``spec`` is the record contract (magnitude bounds included); chunks hold at most
+    ``max_records`` records, actor k's streams are ``k * num_envs + j``.
+    """
 
     def __init__(self, pull: zmq.Socket, router: zmq.Socket, spec: RecordSpec, insert, *,
-                 current_version, current_weights, config: dict, credits: int = 4,
-                 actor_timeout_s: float = 10.0, may_receive=lambda: True):
+                 current_version, current_weights, incarnation: str, config: dict, num_envs: int,
+                 max_records: int = wire.DEFAULT_MAX_RECORDS, credits: int = 4, max_actors: int = 1024,
+                 actor_timeout_s: float = 10.0, may_receive=lambda: True, version_window_s: float | None = None):
         super().__init__(name="mouse-ingest", daemon=True)
         self.pull, self.router, self.spec, self.insert = pull, router, spec, insert
         self.current_version = current_version  # () -> int
         self.current_weights = current_weights  # () -> frames of the newest weights
+        self.incarnation = incarnation
         self.config = config  # sent to every actor in its welcome
-        self.credits = credits
-        self.actor_timeout_s = actor_timeout_s
+        self.num_envs, self.max_records = num_envs, max_records
         self.may_receive = may_receive  # () -> bool: False while training lags the replay ratio
+        self.actor_timeout_s = actor_timeout_s
+        self.sessions = Sessions(max_actors=max_actors, credits=credits, timeout_s=actor_timeout_s)
+        self.actors: dict[int, ActorState] = self.sessions.actors
+        # heartbeats must not wait behind a records flood: records messages are drained in slices,
+        # a control message at once (it blocks its own socket until it is gone)
+        self._records = BoundedReceiver(pull, 1 + len(spec.fields()))
+        self._control_in = BoundedReceiver(router, 2, drain_frames=None)  # the sender's identity + one frame
         self._stop_event = threading.Event()
         self.stop_actors = False  # when set, every heartbeat is answered with "stop"
         self.lock = threading.Lock()
         self.steps = 0
         self.chunks = 0
         self.rejected: collections.Counter = collections.Counter()
-        self.actors: dict[int, ActorState] = {}
-        self.streams_seen: set[int] = set()
+        self.streams_seen: set[int] = set()  # at most max_actors * num_envs: only own streams count
         self.episodes: collections.deque = collections.deque(maxlen=10_000)
         self.lag_sum, self.lag_count = 0, 0
+        self.version_heard = -1  # see _heard_version
+        # reports raise version_heard until then (monotonic): while a restarted fleet joins again
+        self.versions_heard_until = time.monotonic() + (version_window_s or max(30.0, 3 * actor_timeout_s))
         self.error: BaseException | None = None
 
     def stop(self) -> None:
         self._stop_event.set()
+
+    def _heard_version(self, version: int) -> None:
+        """A policy version a session reported (hello, heartbeat, records). A resumed learner
+        publishes above ``version_heard``, the versions its actors held when it started: they
+        report them as they join again. Reports count during the first ``version_window_s`` only,
+        each at most MAX_VERSION_JUMP above the learner's own version, so no peer can push the
+        versions towards their 2**53 end (where weights could no longer move forward)."""
+        if time.monotonic() < self.versions_heard_until:
+            self.version_heard = max(self.version_heard, min(version, self.current_version() + MAX_VERSION_JUMP))
 
     def run(self) -> None:
         poller = zmq.Poller()
@@ -78,94 +160,131 @@ class IngestServer(threading.Thread):
             while not self._stop_event.is_set():
                 ready = dict(poller.poll(20))
                 if self.router in ready:
-                    self._control(self.router.recv_multipart(copy=False))
+                    self._burst(self._control_in, CONTROL_BURST, self._control)
                 if self.pull in ready:
-                    for _ in range(16):  # drain a burst, then look at control again
-                        try:
-                            self._data(self.pull.recv_multipart(zmq.NOBLOCK, copy=False))
-                        except zmq.Again:
-                            break
+                    self._burst(self._records, DATA_BURST, self._data)
                 self._pay_owed()
         except BaseException as e:  # surfaced by the learner loop, never silent
             self.error = e
             log.exception("ingest thread failed")
 
-    # --- records ---------------------------------------------------------------------------
+    def _burst(self, receiver: BoundedReceiver, n: int, handle) -> None:
+        """Up to ``n`` messages, or one slice of an over-long message: the other socket's turn
+        comes soon whatever this one holds."""
+        for _ in range(n):
+            frames = receiver.recv()
+            if frames is TOO_MANY:
+                self._reject("too_many_frames", f"more than {receiver.max_frames} frames in one message")
+            elif frames is None:
+                return
+            else:
+                handle(frames)
+
     def _reject(self, reason: str, detail: str) -> None:
         with self.lock:
             self.rejected[reason] += 1
             first = self.rejected[reason] == 1
         (log.warning if first else log.debug)("rejected message (%s): %s", reason, detail)
 
+    # --- records ---------------------------------------------------------------------------
+    def _admit(self, header: dict) -> None:
+        if self.sessions.check(header["actor_id"], header["token"]) is None:
+            raise _Refused("bad_token", f"chunk for actor {header['actor_id']} without its session token")
+
     def _data(self, frames) -> None:
         try:
-            msg = wire.decode(frames, self.spec)
+            msg = wire.decode(frames, self.spec, max_records=self.max_records, admit=self._admit)
+        except _Refused as e:
+            return self._reject(e.reason, e.detail)
         except wire.WireError as e:
             self._reject(e.reason, e.detail)
-            if e.actor_id is not None:  # a refused chunk is out of flight too
-                self._return_credit(e.actor_id)
+            st = self.sessions.check(*e.sender) if e.sender else None
+            if st is not None:  # a refused chunk is out of flight too
+                self._return_credit(st)
             return
         if msg.kind == "chunk":
             self._chunk(msg)
         elif msg.kind == "episode":
-            with self.lock:
-                self._touch(msg.body["actor_id"])
-            self.episodes.extend(msg.body["episodes"])
+            self._episodes(msg.body)
         else:
             self._reject("bad_kind", f"{msg.kind} message on the records socket")
 
+    def _own_streams(self, actor_id: int) -> range:
+        return range(actor_id * self.num_envs, (actor_id + 1) * self.num_envs)
+
     def _chunk(self, msg) -> None:
         td, actor_id = msg.records, msg.body["actor_id"]
+        st = self.sessions.check(actor_id, msg.body["token"])  # admitted: never None
+        sid = td["stream_id"].numpy()
+        if ((sid - actor_id * self.num_envs).view(np.uint64) >= self.num_envs).any():
+            self._reject("foreign_streams", f"actor {actor_id} sent records of streams outside "
+                                            f"{self._own_streams(actor_id)}")
+            return self._return_credit(st)
         try:
             n = self.insert(td)
         except ValueError as e:  # the buffer refused it; nothing was written, nothing is booked
             self._reject("replay_rejected", str(e))
-            return self._return_credit(actor_id)
-        lag = self.current_version() - td["policy_version"]
+            return self._return_credit(st)
+        versions = td["policy_version"]
+        lag = self.current_version() - versions
+        top = int(versions.max())
         with self.lock:
             self.steps += n
             self.chunks += 1
             self.lag_sum += int(lag.sum())
             self.lag_count += len(lag)
-            self.streams_seen.update(td["stream_id"].unique().tolist())
-            st = self._touch(actor_id)
+            self.streams_seen.update(np.unique(sid).tolist())
+            self.sessions.heard(st)
+            self._heard_version(top)
             st.steps += n
-            st.version = max(st.version, int(td["policy_version"].max()))
+            st.version = max(st.version, top)
             st.owed += 1  # the chunk is out of flight either way: its credit comes back
         self._pay_owed(st)
 
-    def _return_credit(self, actor_id: int) -> None:
-        """A known actor's refused chunk is out of flight: its credit comes back (nothing else)."""
+    def _episodes(self, body: dict) -> None:
+        st = self.sessions.check(body["actor_id"], body["token"])
+        if st is None:
+            return self._reject("bad_token", f"episodes for actor {body['actor_id']} without its token")
+        own, episodes = self._own_streams(st.actor_id), body["episodes"]
+        if any(e["stream_id"] not in own for e in episodes):
+            return self._reject("foreign_streams", f"actor {st.actor_id} sent episodes of streams "
+                                                   f"outside {own}")
+        problems = episode_problems(episodes, self.spec)
+        if problems:
+            return self._reject("bad_values", "; ".join(problems[:3]))
         with self.lock:
-            st = self.actors.get(actor_id)
-            if st is not None:
-                st.owed += 1
-        if st is not None:
-            self._pay_owed(st)
+            self.sessions.heard(st)
+        self.episodes.extend(episodes)
+
+    def _return_credit(self, st: ActorState) -> None:
+        """A known session's refused chunk is out of flight: its credit comes back (nothing else)."""
+        with self.lock:
+            st.owed += 1
+        self._pay_owed(st)
 
     def _pay_owed(self, only: ActorState | None = None) -> None:
         if not self.may_receive():
             return
         for st in [only] if only is not None else list(self.actors.values()):
             if st.owed and st.identity:
-                self._ack(st, st.owed)
-                st.owed = 0
+                with self.lock:
+                    st.granted, st.owed = st.granted + st.owed, 0
+                self._ack(st)
 
-    def _ack(self, st: ActorState, credits: int) -> None:
-        kind = "stop" if self.stop_actors else "ack"
-        body = {"version": self.current_version()}
-        if kind == "ack":
-            body["credits"] = credits
-        self.router.send_multipart([st.identity, *wire.encode_control(kind, body)])
+    def _ack(self, st: ActorState) -> None:
+        if self.stop_actors:
+            kind, body = "stop", {"reason": "the learner is stopping", "refused": False}
+        else:
+            kind, body = "ack", {"credits": st.granted}
+        self._send(st.identity, kind, {"version": self.current_version(), **body})
+
+    def _send(self, identity: bytes, kind: str, body: dict) -> None:
+        if "reason" in body:
+            body["reason"] = body["reason"][:wire.MAX_TEXT]
+        body["incarnation"] = self.incarnation
+        self.router.send_multipart([identity, *wire.encode_control(kind, body)])
 
     # --- control ---------------------------------------------------------------------------
-    def _touch(self, actor_id: int) -> ActorState:
-        st = self.actors.get(actor_id)
-        if st is None:
-            st = self.actors[actor_id] = ActorState(actor_id)
-        st.last_seen = time.monotonic()
-        return st
-
     def _control(self, frames) -> None:
         identity, rest = bytes(frames[0].buffer), frames[1:]
         try:
@@ -176,42 +295,46 @@ class IngestServer(threading.Thread):
             return self._hello(identity, body)
         if kind not in ("heartbeat", "bye"):
             return self._reject("bad_kind", f"control kind {kind!r} on the control socket")
+        st = self.sessions.check(body["actor_id"], body["token"])
+        if st is None:
+            self._reject("bad_token", f"{kind} for actor {body['actor_id']} without its session token")
+            if kind == "heartbeat":  # e.g. an actor of the previous learner process: hello again
+                self._send(identity, "rejoin", {"reason": f"no session for actor {body['actor_id']} here"})
+            return
         with self.lock:
-            st = self._touch(int(body["actor_id"]))
+            self.sessions.heard(st, identity)
+            if kind == "bye":
+                st.ended, st.last_seen = True, 0.0
+            else:
+                st.counters = body["counters"]  # a subset of wire.HEARTBEAT_COUNTERS, bounded numbers
+                self._heard_version(st.counters.get("version", -1))
         if kind == "bye":
             log.info("actor %d said bye", st.actor_id)
-            st.last_seen = 0.0
-            return
-        st.counters = dict(body["counters"])
-        if not st.identity:  # heartbeats from an actor that joined a previous learner
-            st.identity = identity
-            st.owed += self.credits
-        self._ack(st, 0)
+        else:
+            self._ack(st)
 
     def _hello(self, identity: bytes, body: dict) -> None:
-        """Welcome an actor: its id (assigned when it asks with -1), the run config, credits, weights."""
+        """Welcome an actor (its id, token, the run config, credits, then the weights) or refuse it."""
         with self.lock:
-            actor_id = int(body["actor_id"])
-            if actor_id < 0:  # a repeated hello (the actor resends until answered) keeps its id
-                same = [a.actor_id for a in self.actors.values()
-                        if (a.host, a.pid) == (body["host"], body["pid"])]
-                actor_id = same[0] if same else max(self.actors, default=-1) + 1
-            st = self.actors.get(actor_id)
-            if st is not None and st.pid and (st.host, st.pid) != (body["host"], body["pid"]) \
-                    and time.monotonic() - st.last_seen < self.actor_timeout_s:
-                log.warning("actor id %d is already in use by %s pid %d: its streams will interleave; "
-                            "give every actor its own --actor-id", actor_id, st.host, st.pid)
-            st = self._touch(actor_id)
-            st.identity, st.host, st.pid, st.owed = identity, body["host"], body["pid"], 0
-        log.info("actor %d connected from %s (pid %d)", actor_id, st.host, st.pid)
-        welcome = {"actor_id": actor_id, "config": self.config, "credits": self.credits}
-        self.router.send_multipart([identity, *wire.encode_control("welcome", welcome)])
+            verdict = self.sessions.hello(identity, body)
+        if verdict.action == "drop":
+            return self._reject(verdict.reason, f"hello from {body['host'][:64]}:{body['pid']}")
+        if verdict.action == "refuse":
+            self._reject("hello_refused", verdict.reason)
+            log.warning("refused a hello from %s:%d: %s", body["host"][:64], body["pid"], verdict.reason)
+            return self._send(identity, "stop", {"version": self.current_version(), "reason": verdict.reason,
+                                                 "refused": True})
+        st = verdict.state
+        self._heard_version(body["version"])
+        log.info("actor %d connected from %s (pid %d)", st.actor_id, st.host[:64], st.pid)
+        self._send(identity, "welcome", {"actor_id": st.actor_id, "token": st.token, "config": self.config,
+                                         "credits": st.granted})
         self.router.send_multipart([identity, *self.current_weights()], copy=False)
 
     # --- read by the learner's logging ----------------------------------------------------
-    def connected(self) -> int:
-        now = time.monotonic()
-        return sum(now - a.last_seen < self.actor_timeout_s for a in list(self.actors.values()))
+    def connected(self, streaming: bool = False) -> int:
+        """Actors heard from lately (``streaming``: only those that have sent records)."""
+        return self.sessions.connected(streaming)
 
     def take_episodes(self) -> list[dict]:
         out = []

@@ -9,8 +9,10 @@ the monitor and the status file. ``bind(address)`` takes ``tcp://HOST:PORT`` or
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import secrets
 import signal
 import threading
 import time
@@ -24,6 +26,7 @@ from mouse.components import build_model, resolve_device
 from mouse.config import RunConfig, to_dict
 from mouse.envs import describe_env
 from mouse.models import heads_for
+from mouse.records import MAX_VERSION
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
@@ -50,6 +53,14 @@ def check_config(cfg: RunConfig, info) -> None:
         log.warning("actor.policy=sp but train.sp.weight=0: actors will sample from an untrained head")
 
 
+def wire_spec(cfg: RunConfig, info):
+    """The record contract ingest enforces: the env's spec with the run's magnitude bounds
+    (exact q_star is bounded by max |reward| / (1 - gamma))."""
+    lc = cfg.learner
+    return dataclasses.replace(info.spec, max_abs_obs=lc.max_abs_obs, max_abs_reward=lc.max_abs_reward,
+                               max_abs_q_star=lc.max_abs_reward / (1 - cfg.env.q_star_gamma))
+
+
 def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A CPU copy of the whole state (target heads too) for the evaluator; broadcasts to actors
     go through ``learner.publish.WeightsPublisher`` (acting tensors only, off the training thread)."""
@@ -74,6 +85,8 @@ class Learner:
         self.best_eval, self.final_eval = -math.inf, None  # of the acting head, as eval/return
         self.best_by_head: dict[str, float] = {}
         self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
+        # versions rise only within one learner process; actors follow a new incarnation whatever its version
+        self.incarnation = secrets.token_hex(wire.INCARNATION_HEX // 2)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.best_path = self.run_dir / "best.pt"
         self.replay_dir = self.run_dir / "replay"
@@ -99,7 +112,7 @@ class Learner:
     def _hooks(self) -> Hooks:
         return Hooks(train=self._train_once, publish=self.publish, start_eval=self._start_eval,
                      poll_eval=self._poll_eval, checkpoint=self.save, log=self._log,
-                     idle=lambda: time.sleep(0.002))
+                     idle=self._idle)
 
     # --- sockets ------------------------------------------------------------------------------
     def bind(self, address: str, keys=None) -> str:
@@ -107,12 +120,15 @@ class Learner:
 
         ``keys`` (``mouse.keys.LearnerKeys``): CurveZMQ on; only actors in its allow-list get in.
         """
+        cfg = self.cfg
+        spec, max_records = wire_spec(cfg, self.info), cfg.actor.chunk_steps * cfg.env.num_envs
         ctx = zmq.Context.instance()
         if keys is not None:  # a context of its own: one authenticator (ZAP handler) per context
             ctx = zmq.Context()
             self.guard = Guard(ctx, keys)
         try:
-            self.pull, self.router, self.pub = learner_sockets(ctx, address, keys)
+            self.pull, self.router, self.pub = learner_sockets(
+                ctx, address, keys, records_max_bytes=wire.max_frame_bytes(spec, max_records))
         except BaseException:
             if self.guard is not None:
                 self.guard.close()
@@ -121,21 +137,38 @@ class Learner:
         if self.guard is not None:
             self.guard.watch({"records": self.pull, "control": self.router, "weights": self.pub})
         self.address = address
-        self.publisher = WeightsPublisher(self.model, self.pub, self.version)
-        cfg = self.cfg
+        self.publisher = WeightsPublisher(self.model, self.pub, self.version, self.incarnation)
         self.ingest = IngestServer(
-            self.pull, self.router, self.info.spec, partial(self.replay.ingest, checked=True),
+            self.pull, self.router, spec, partial(self.replay.ingest, checked=True),
             current_version=lambda: self.version, current_weights=lambda: self.publisher.frames,
-            config=to_dict(cfg), credits=cfg.learner.credits_per_actor,
-            actor_timeout_s=cfg.learner.actor_timeout_s, may_receive=self.loop.may_receive)
+            incarnation=self.incarnation, config=to_dict(cfg), num_envs=cfg.env.num_envs,
+            max_records=max_records, credits=cfg.learner.credits_per_actor,
+            max_actors=cfg.learner.max_actors, actor_timeout_s=cfg.learner.actor_timeout_s,
+            may_receive=self.loop.may_receive)
         self._write_status("starting")
         return address
 
     # --- weights and checkpoints ------------------------------------------------------------
     def publish(self) -> None:
-        """Broadcast the acting weights as version + 1; training goes on while they are sent."""
-        self.version += 1
+        """Broadcast the acting weights as the next version: above this learner's last one and
+        above any version an actor reported (a resumed learner continues above its actors).
+        Training goes on while they are sent; weights holding NaN or inf are never sent
+        (counted as train/nonfinite_weights)."""
+        self.version = min(max(self.version, self.ingest.version_heard) + 1, MAX_VERSION)
         self.publisher.publish(self.version)
+
+    def _idle(self) -> None:
+        if self.ingest.version_heard > self.version:  # resumed: actors hold newer versions than ours
+            self.publish()
+        time.sleep(0.002)
+
+    def rejected(self) -> dict[str, int]:
+        """Rejected messages by reason (ingest's and the weights socket's)."""
+        with self.ingest.lock:
+            out = dict(self.ingest.rejected)
+        if self.publisher.subscriptions.ignored:
+            out["bad_subscription"] = self.publisher.subscriptions.ignored
+        return out
 
     def _resume(self) -> None:
         state = load_checkpoint(self.checkpoint_path)
@@ -291,8 +324,9 @@ class Learner:
             m["episode/return"] = sum(e["return"] for e in episodes) / len(episodes)
             m["episode/length"] = sum(e["length"] for e in episodes) / len(episodes)
             m["episode/count"] = len(episodes)
-        for reason, count in list(self.ingest.rejected.items()):
+        for reason, count in self.rejected().items():
             m[f"wire/rejected/{reason}"] = count
+        m["train/nonfinite_weights"] = self.publisher.nonfinite
         self.monitor.log(m, step=self.loop.updates)
         self.monitor.console()
         self._log_actor_changes()
@@ -308,10 +342,10 @@ class Learner:
 
     def _write_status(self, state: str) -> None:
         """RUN_DIR/status.json: what a supervisor or a test reads (never the console)."""
-        ingest = self.ingest
+        ingest, rejected = self.ingest, self.rejected()
         with ingest.lock:
             actors = {str(a.actor_id): a.steps for a in ingest.actors.values()}
-            streams, rejected = sorted(ingest.streams_seen), dict(ingest.rejected)
+            streams = sorted(ingest.streams_seen)
         write_status(self.status_path, {
             "state": state, "address": self.address, "env_steps": self.env_steps,
             "updates": self.loop.updates, "weights_version": self.version,
@@ -327,7 +361,7 @@ class Learner:
         self.loop.request_stop()  # also lifts backpressure: what the actors still send is kept
         self.ingest.stop_actors = True
         deadline = time.monotonic() + 2 * self.cfg.actor.heartbeat_s + 1
-        while self.ingest.is_alive() and self.ingest.connected() and time.monotonic() < deadline:
+        while self.ingest.is_alive() and self.ingest.connected(streaming=True) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     def _shutdown(self) -> dict:
@@ -350,9 +384,10 @@ class Learner:
         self.save()  # with the best evaluation
         if self.cfg.learner.save_replay:
             self.replay.save(self.replay_dir)
+        rejected = self.rejected()
         with self.ingest.lock:  # the ingest thread still runs: copy what it writes
             actors = dict(self.ingest.actors)
-            streams, rejected = sorted(self.ingest.streams_seen), dict(self.ingest.rejected)
+            streams = sorted(self.ingest.streams_seen)
         summary = {
             "best_eval_return": self.best_eval, "final_eval_return": self.final_eval,
             "env_steps": self.env_steps, "updates": self.loop.updates, "weights_version": self.version,

@@ -12,6 +12,9 @@ then on. If snapshots come faster than they are sent, the newest wins (versions
 only move forward; actors take the newest anyway).
 
 ``frames`` is the newest encoded broadcast: what a new actor gets in its welcome.
+The same thread keeps the PUB socket's subscriptions bounded (``SubscriptionGuard``:
+a ZeroMQ socket is used by one thread only) and never sends weights holding NaN
+or inf (counted in ``nonfinite``).
 """
 
 from __future__ import annotations
@@ -21,13 +24,20 @@ import threading
 import torch
 import zmq
 
+import logging
+
 from mouse import wire
 from mouse.acting import acting_state
+from mouse.transport import SubscriptionGuard
+
+log = logging.getLogger("mouse.learner")
 
 
 class WeightsPublisher:
-    def __init__(self, model: torch.nn.Module, pub: zmq.Socket, version: int):
-        self.pub = pub
+    def __init__(self, model: torch.nn.Module, pub: zmq.Socket, version: int, incarnation: int = 0):
+        self.pub, self.incarnation = pub, incarnation
+        self.subscriptions = SubscriptionGuard(pub)
+        self.nonfinite = 0  # snapshots not sent: they held NaN or inf
         # the acting tensors, grouped by dtype, looked up once: they alias the model's parameters,
         # which the learner updates in place (optimizer steps, resuming before this is built)
         state = acting_state(model)
@@ -37,7 +47,8 @@ class WeightsPublisher:
             groups.setdefault(t.dtype, []).append(name)
         self._groups = [[(n, state[n].detach()) for n in names] for names in groups.values()]
         self._shapes = {n: t.shape for n, t in state.items()}
-        self.frames = wire.encode_weights(version, self._unflatten(*self._snapshot()))
+        self.frames = wire.encode_weights(version, self._unflatten(*self._snapshot()),
+                                          incarnation=incarnation)
         self.sent = 0  # broadcasts sent
         self.error: BaseException | None = None
         self._pending: tuple | None = None  # (version, flat tensors, ready event or None)
@@ -91,11 +102,18 @@ class WeightsPublisher:
             while True:
                 with self._cond:
                     while self._pending is None and not self._closing:
-                        self._cond.wait()
+                        self._cond.wait(0.05)
+                        self.subscriptions.poll()
                     if self._pending is None:
                         return
                     (version, flats, event), self._pending = self._pending, None
-                frames = wire.encode_weights(version, self._unflatten(flats, event))
+                state = self._unflatten(flats, event)
+                if not all(bool(torch.isfinite(t).all()) for t in state.values() if t.is_floating_point()):
+                    self.nonfinite += 1
+                    (log.error if self.nonfinite == 1 else log.debug)(
+                        "weights v%d hold NaN or inf: not published (%d times so far)", version, self.nonfinite)
+                    continue
+                frames = wire.encode_weights(version, state, incarnation=self.incarnation)
                 self.frames = frames
                 self.pub.send_multipart(frames, copy=False)
                 self.sent += 1

@@ -89,8 +89,9 @@ class ActorConfig:
     """Vector-env steps per record chunk sent to the learner (chunk = chunk_steps * num_envs records)."""
     heartbeat_s: float = 1.0
     """Seconds between heartbeats to the learner."""
-    learner_timeout_s: float = 60.0
-    """An actor whose learner has not answered for this long stops (0 = wait forever)."""
+    learner_timeout_s: float = 0.0
+    """Stop once the learner has not answered for this long (0 = never: a silent learner is
+    waited for, with bounded memory, and joined again when it comes back)."""
     seed: int = 0
     """Base seed; actor k seeds its envs and sampling with seed + 1000 * k."""
 
@@ -131,7 +132,15 @@ class LearnerConfig:
     batch_workers: int = 1
     """Background threads building batches."""
     actor_timeout_s: float = 10.0
-    """An actor silent for this long counts as disconnected."""
+    """An actor silent for this long counts as disconnected (and its id may be given to another)."""
+    max_actors: int = 1024
+    """Actor ids are 0 .. max_actors-1: bounds the actors (and streams) a learner keeps track of."""
+    max_abs_obs: float = 1e6
+    """Records whose continuous observations exceed this magnitude are rejected (finite but absurd
+    values overflow the losses)."""
+    max_abs_reward: float = 1e6
+    """Records whose rewards exceed this magnitude are rejected (also bounds episode returns per
+    step and exact q_star by max_abs_reward / (1 - env.q_star_gamma))."""
     seed: int = 0
     """Torch seed of the learner."""
 
@@ -139,7 +148,9 @@ class LearnerConfig:
         positive = {"replay_ratio": self.replay_ratio, "publish_every": self.publish_every,
                     "credits_per_actor": self.credits_per_actor, "prefetch": self.prefetch,
                     "batch_workers": self.batch_workers, "log_every_s": self.log_every_s,
-                    "actor_timeout_s": self.actor_timeout_s, "checkpoint_every_s": self.checkpoint_every_s}
+                    "actor_timeout_s": self.actor_timeout_s, "checkpoint_every_s": self.checkpoint_every_s,
+                    "max_actors": self.max_actors, "max_abs_obs": self.max_abs_obs,
+                    "max_abs_reward": self.max_abs_reward}
         bad = [f"learner.{k}={v} (must be > 0)" for k, v in positive.items() if not v > 0]
         bad += [f"learner.{k}={v} (must be >= 0)" for k, v in
                 {"warmup_steps": self.warmup_steps, "max_ahead_steps": self.max_ahead_steps}.items() if v < 0]

@@ -115,9 +115,9 @@ class InprocRun:
         def run():
             try:
                 keys = load_actor_keys(keys_dir) if keys_dir else None
-                cfg, aid, sockets, weights, credits = connect(
+                cfg, aid, sockets, weights, welcome = connect(
                     self.address, actor_id, stop=self._stopped.is_set, keys=keys)
-                actor = Actor(cfg, aid, sockets, weights, credits)
+                actor = Actor(cfg, aid, sockets, weights, welcome)
                 self.actors.append(actor)
                 if self._stopped.is_set():
                     actor.stop("the run ended")

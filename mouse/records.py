@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +29,7 @@ from tensordict import TensorDict
 
 ALIVE, TERMINAL, TRUNCATED = 0, 1, 2
 OBS_KINDS = ("continuous", "discrete", "image")
+MAX_VERSION = 1 << 53  # policy versions stay exact as float64 and JSON numbers
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ class RecordSpec:
     q_star: bool = False  # records carry a float32 [A] q_star annotation
     action_mask: bool = False  # records carry a bool [A] action mask
     num_obs_states: int = 0  # discrete observations lie in [0, num_obs_states) (0 = unchecked)
+    # magnitude bounds (inf = finite is enough): finite but absurd values (3e38) overflow the
+    # losses and poison every weight, so the learner sets these from its config
+    max_abs_obs: float = math.inf  # continuous observations
+    max_abs_reward: float = math.inf  # reward and xformed_reward, and episode returns per step
+    max_abs_q_star: float = math.inf  # finite q_star entries
 
     def __post_init__(self):
         if self.obs_kind not in OBS_KINDS:
@@ -89,6 +96,11 @@ class RecordSpec:
     def from_dict(cls, d: dict) -> "RecordSpec":
         return cls(**{**d, "obs_shape": tuple(d["obs_shape"])})
 
+    def unbounded(self) -> "RecordSpec":
+        """The same layout without magnitude bounds (what a replay stores does not depend on them)."""
+        return dataclasses.replace(self, max_abs_obs=math.inf, max_abs_reward=math.inf,
+                                   max_abs_q_star=math.inf)
+
     def empty(self, n: int) -> TensorDict:
         """n zeroed records (useful as storage templates and in tests)."""
         return TensorDict(
@@ -105,7 +117,7 @@ class RecordError(ValueError):
         super().__init__("invalid step records:\n  - " + "\n  - ".join(problems))
 
 
-_VALUE_CHECKED = ("done", "time", "action", "reward")  # range and episode-start checks below
+_VALUE_CHECKED = ("done", "time", "action", "reward", "policy_version")  # range checks below
 
 
 @functools.lru_cache(maxsize=64)
@@ -142,10 +154,16 @@ def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
         if fs.check is None and name not in _VALUE_CHECKED:
             continue
         a[name] = v = x.numpy(force=True)  # detach().cpu().numpy() in one call
+        bound = _bound(spec, name)
         if fs.check == "finite" and not np.isfinite(v).all():
             problems.append(f"{name}: contains NaN or inf")
+        elif fs.check == "finite" and bound < math.inf and np.abs(v).max(initial=0) > bound:
+            problems.append(f"{name}: magnitude above {bound:g}")
         elif fs.check == "no_nan_no_posinf" and (np.isnan(v).any() or np.isposinf(v).any()):
             problems.append(f"{name}: contains NaN or +inf (only -inf is allowed, for invalid actions)")
+        elif fs.check == "no_nan_no_posinf" and bound < math.inf and \
+                ((v > bound) | ((v < -bound) & (v != -np.inf))).any():
+            problems.append(f"{name}: finite entries of magnitude above {bound:g}")
         elif fs.check == "index" and spec.num_obs_states and \
                 v.view(np.uint64).max(initial=0) >= spec.num_obs_states:
             problems.append(f"{name}: outside [0, {spec.num_obs_states})")
@@ -159,12 +177,32 @@ def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
         problems.append("time: negative step index")
     if action.view(np.uint64).max(initial=0) >= spec.num_actions:
         problems.append(f"action: outside [0, {spec.num_actions})")
+    if ((a["policy_version"] + 1).view(np.uint64).max(initial=0) > MAX_VERSION + 1):  # [-1, 2**53]
+        problems.append("policy_version: outside [-1, 2**53]")
     first = time == 0
     if (first & (done != ALIVE)).any():
         problems.append("time/done: a record with time 0 (episode start) cannot end its episode")
     if (first & ((action != 0) | (a["reward"] != 0))).any():
         problems.append("action/reward: must be 0 at the first step of an episode (time 0)")
     return problems
+
+
+def _bound(spec: RecordSpec, name: str) -> float:
+    if name == spec.obs_key:
+        return spec.max_abs_obs
+    if name in ("reward", "xformed_reward"):
+        return spec.max_abs_reward
+    return spec.max_abs_q_star if name == "q_star" else math.inf
+
+
+def episode_problems(episodes: list[dict], spec: RecordSpec) -> list[str]:
+    """What is wrong with an actor's episode statistics (already typed by the wire: ints and
+    finite numbers): a return that no rewards within the spec's bound add up to
+    (|return| <= max_abs_reward * length)."""
+    return [f"episode return {e['return']:g} over {e['length']} steps exceeds max_abs_reward "
+            f"{spec.max_abs_reward:g} per step"
+            for e in episodes
+            if abs(e["return"]) > spec.max_abs_reward * e["length"] * (1 + 1e-6)]  # float32 sums: slack
 
 
 def next_time(time, done):

@@ -2,13 +2,20 @@
 
     actor  PUSH   ──records, episode stats──►  PULL    learner  port P
     actor  DEALER ◄──hello/heartbeat, reply──► ROUTER  learner  port P+1
-    actor  SUB    ◄──────weights (vN)────────  PUB     learner  port P+2
+    actor  SUB    ◄──────weights (vN)────────  XPUB    learner  port P+2
 
 Records use PUSH/PULL; flow control is by credits (see ``learner.ingest``): an
 actor sends a chunk only with a credit, and the learner returns one per chunk
 stored while training keeps up, so memory and policy lag stay bounded. A new actor says hello on the control
 socket and is answered with the current weights at once, so it never waits
 for the next broadcast (PUB/SUB drops what was sent before a subscriber joined).
+
+Every learner socket bounds what a peer can make it hold: records and control
+messages have a size limit per frame (MAXMSGSIZE: a peer sending more is
+disconnected) and short queues per connection; the weights socket honours only
+the empty-topic subscription actors send (``accept_subscriptions``) and drops its
+connections when peers pile up other topics (``drop_subscribers``), since libzmq
+remembers every topic a connected peer subscribed.
 
 The same sockets run over ``inproc://NAME`` (learner and actors as threads of
 one process: ``mouse run --inproc`` and most system tests) with the same wire
@@ -29,6 +36,7 @@ import logging
 import os
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -41,9 +49,12 @@ log = logging.getLogger("mouse.transport")
 RECORDS, CONTROL, WEIGHTS = 0, 1, 2
 # bounded queues: a slow learner slows the actors rather than growing memory
 # safety limits only: credits (learner.ingest) keep far fewer chunks than this in flight
-LEARNER_RCVHWM = 256
+LEARNER_RCVHWM = 32  # per connection; libzmq keeps a multipart message whole, so this bounds memory too
 ACTOR_SNDHWM = 64
-MAX_MESSAGE_BYTES = 1 << 30  # a peer sending more is disconnected by zmq
+MAX_MESSAGE_BYTES = 1 << 30  # a peer sending a bigger frame is disconnected by zmq
+CONTROL_MAX_BYTES = 1 << 16  # hello, heartbeat, bye: a few hundred bytes
+CONTROL_HWM = 16  # control messages queued per connection, each way
+SUBSCRIPTION_MAX_BYTES = 64  # an actor's subscription is 1 byte (the empty topic)
 WEIGHTS_HWM = 4
 
 
@@ -66,22 +77,28 @@ def endpoints(address: str) -> Endpoints:
     return Endpoints(f"{host}:{port}", f"{host}:{port + 1}", f"{host}:{port + 2}")
 
 
-def learner_sockets(ctx: zmq.Context, address: str, keys=None):
-    """Bind the learner's PULL, ROUTER and PUB sockets at ``address``; clear error when taken.
+def learner_sockets(ctx: zmq.Context, address: str, keys=None, records_max_bytes: int = MAX_MESSAGE_BYTES):
+    """Bind the learner's PULL, ROUTER and XPUB sockets at ``address``; clear error when taken.
 
     With ``keys`` (``mouse.keys.LearnerKeys``) all three are CurveZMQ servers. Start the
     ``Guard`` on ``ctx`` first: without an authenticator libzmq lets in every client that
-    knows the learner's public key.
+    knows the learner's public key. ``records_max_bytes``: the largest frame a records
+    message may have (the learner derives it from its record spec and chunk size).
     """
     ep = endpoints(address)
     pull = ctx.socket(zmq.PULL)
     pull.setsockopt(zmq.RCVHWM, LEARNER_RCVHWM)
     router = ctx.socket(zmq.ROUTER)
     router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-    pub = ctx.socket(zmq.PUB)
+    router.setsockopt(zmq.RCVHWM, CONTROL_HWM)
+    router.setsockopt(zmq.SNDHWM, CONTROL_HWM)
+    pub = ctx.socket(zmq.XPUB)
     pub.setsockopt(zmq.SNDHWM, WEIGHTS_HWM)
-    for sock in (pull, router):  # refuse absurd messages before buffering them whole
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE_BYTES)
+    pub.setsockopt(zmq.XPUB_MANUAL, 1)  # subscriptions pass through accept_subscriptions
+    pub.setsockopt(zmq.RCVHWM, CONTROL_HWM)
+    # refuse absurd messages before buffering them whole (zmq checks each frame)
+    for sock, limit in ((pull, records_max_bytes), (router, CONTROL_MAX_BYTES), (pub, SUBSCRIPTION_MAX_BYTES)):
+        sock.setsockopt(zmq.MAXMSGSIZE, limit)
     for sock, addr in ((pull, ep.records), (router, ep.control), (pub, ep.weights)):
         sock.setsockopt(zmq.LINGER, 0)
         if keys is not None:
@@ -281,6 +298,59 @@ class HandshakeWatch:
             self.sock.disable_monitor()
             self.mon.close(0)
             self.sock = self.mon = None
+
+
+# --- the weights socket: only the empty topic ----------------------------------------------------
+
+def accept_subscriptions(pub: zmq.Socket, budget_s: float = 0.005) -> int:
+    """Handle what peers sent the learner's XPUB (XPUB_MANUAL) for up to ``budget_s``: the
+    empty-topic subscription (what every actor's SUB sends) is honoured, anything else
+    ignored. Returns how many messages were ignored (unsubscriptions are not counted)."""
+    ignored, deadline = 0, time.monotonic() + budget_s
+    while time.monotonic() < deadline:
+        try:
+            part = pub.recv(zmq.NOBLOCK)  # one frame at a time: a peer's many-frame message costs no list
+        except zmq.Again:
+            break
+        if part == b"\x01":
+            pub.setsockopt(zmq.SUBSCRIBE, b"")  # applies to the connection that sent it
+        elif part[:1] != b"\x00":
+            ignored += 1
+    return ignored
+
+
+def drop_subscribers(pub: zmq.Socket) -> None:
+    """Close every connection of the weights socket (unbind, then bind the same endpoint again),
+    which frees all they subscribed; actors reconnect and subscribe again by themselves."""
+    endpoint = pub.getsockopt(zmq.LAST_ENDPOINT).decode()
+    pub.unbind(endpoint)
+    for _ in range(200):  # the old listener closes in zmq's I/O thread: the port frees in a moment
+        try:
+            pub.bind(endpoint)
+            return
+        except zmq.ZMQError:
+            time.sleep(0.01)
+    pub.bind(endpoint)  # the error, if it is still taken
+
+
+class SubscriptionGuard:
+    """The learner's weights socket kept bounded: ``poll()`` accepts subscriptions and, once
+    peers have sent ``limit`` other messages, drops every connection (``drop_subscribers``)."""
+
+    def __init__(self, pub: zmq.Socket, limit: int = 1024):
+        self.pub, self.limit = pub, limit
+        self.ignored = 0  # messages other than the empty-topic subscription, in total
+        self._since_drop = 0
+
+    def poll(self) -> None:
+        n = accept_subscriptions(self.pub)
+        self.ignored += n
+        self._since_drop += n
+        if self._since_drop >= self.limit:
+            log.warning("weights socket: %d subscriptions to other topics (only the empty topic is "
+                        "served); dropping its connections (actors reconnect by themselves)", self._since_drop)
+            drop_subscribers(self.pub)
+            self._since_drop = 0
 
 
 def drain_latest(sock: zmq.Socket):

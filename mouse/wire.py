@@ -13,19 +13,29 @@ the order the header lists them. ``dtype`` is the torch dtype name without "torc
 ("float32", "int64", "uint8", "bool", ...; DTYPES); bool bytes are 0 or 1.
 
     code  kind       direction        frame 0 body                           frames 1..k (header order)
-    1     chunk      actor->learner   {"actor_id": int, "n": int,            per field: [n, *shape],
+    1     chunk      actor->learner   {"actor_id", "token", "n": int,        per field: [n, *shape],
                                        "fields": [[name, dtype, shape]]}     n * itemsize * prod(shape) bytes
-    2     weights    learner->actors  {"version": int,                       per tensor: [*shape],
+    2     weights    learner->actors  {"version", "incarnation",             per tensor: [*shape],
                                        "tensors": [[name, dtype, shape]]}    itemsize * prod(shape) bytes
-    3     hello      actor->learner   {"actor_id" (-1 = assign me one), "pid", "host"}
-    4     heartbeat  actor->learner   {"actor_id", "counters": {name: number}}
-    5     episode    actor->learner   {"actor_id", "episodes": [{"stream_id", "return", "length",
-                                                                 "policy_version"}, ...]}
-    6     bye        actor->learner   {"actor_id"}
-    7     stop       learner->actor   {"version"}  (heartbeat reply: leave now)
-    8     welcome    learner->actor   {"actor_id", "config": the run's config as a JSON object,
-                                       "credits": chunks the actor may have in flight}
-    9     ack        learner->actor   {"version", "credits": more chunks it may send}
+    3     hello      actor->learner   {"actor_id" (-1 = assign me one), "token" ("" = none yet), "pid",
+                                       "host", "version": policy version it holds (-1 = none)}
+    4     heartbeat  actor->learner   {"actor_id", "token", "counters": {name: number}} (HEARTBEAT_COUNTERS)
+    5     episode    actor->learner   {"actor_id", "token", "episodes": [{"stream_id", "return", "length",
+                                                                          "policy_version"}, ...]}
+    6     bye        actor->learner   {"actor_id", "token"}
+    7     stop       learner->actor   {"version", "incarnation", "reason", "refused": bool}  (leave now,
+                                       and why; refused: the answer to a hello it will not take)
+    8     welcome    learner->actor   {"actor_id", "token", "incarnation", "config": the run's config,
+                                       "credits": credits granted to this session so far}
+    9     ack        learner->actor   {"version", "incarnation", "credits": credits granted so far}
+    10    rejoin     learner->actor   {"incarnation", "reason"}  (your session is unknown here: say hello)
+
+Identity. The learner's welcome gives each actor session a random ``token`` (TOKEN_HEX hex
+digits); every later actor message carries it with the actor id, and the learner drops what
+does not match. ``incarnation`` (INCARNATION_HEX hex digits) is drawn once per learner
+process: versions only rise within one incarnation, and an actor follows a new one whatever
+its version. ``credits`` are cumulative (the session's total grant): a lost ack costs nothing,
+the next one carries the total. Versions lie in [0, MAX_VERSION] (-1 where "none yet").
 
 Encoding is zero-copy: frames 1..k are memoryviews of the (contiguous, CPU) tensors, so
 leave the tensors unchanged until ZeroMQ has sent them. Decoding copies each frame exactly
@@ -33,7 +43,10 @@ once into a fresh, writable tensor (a received frame is read-only memory).
 
 A chunk's ``shape`` is the per-record shape (the record count n is in the header) and
 its field set must be exactly the receiver's ``RecordSpec.fields()``. Control messages
-(kinds 3-7) are frame 0 only; their bodies have exactly the keys above (CONTROL_SCHEMAS).
+(kinds 3-10) are frame 0 only; their bodies have exactly the keys above (CONTROL_SCHEMAS),
+with bounded values: a heartbeat's counters are a subset of HEARTBEAT_COUNTERS, numbers
+in [0, MAX_VERSION] (version from -1); strings are at most MAX_TEXT characters; an episode
+message holds at most MAX_EPISODES episodes.
 
 Decoding validates everything before returning and raises nothing but ``WireError``,
 whose ``reason`` is one of REASONS (the learner counts ``wire/rejected/<reason>``):
@@ -49,9 +62,13 @@ whose ``reason`` is one of REASONS (the learner counts ``wire/rejected/<reason>`
     too_many_frames  more frames than the header announces
     bad_length       a frame's byte length is not itemsize * prod(shape) (or not a byte buffer)
     oversize         more than max_records records, or frame 0 over MAX_HEADER_BYTES
-    bad_values       records break the contract (mouse.records: NaN/inf, done, streams, ...)
-                     or a bool byte is not 0/1
-    bad_body         a control body misses a key, has an extra one, or a value of the wrong type
+    bad_values       records break the contract (mouse.records: NaN/inf, magnitudes, done, streams,
+                     versions, ...) or a bool byte is not 0/1
+    bad_body         a control body misses a key, has an extra one, or a value of the wrong type or range
+
+A chunk decoder may be given ``admit(header)``, called with ``{"actor_id", "token", "n"}``
+once the header is known good and before any record frame is read: the learner checks the
+sender there, so a forged chunk costs it no copy.
 """
 
 from __future__ import annotations
@@ -68,21 +85,26 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
-from mouse.records import RecordError, RecordSpec, validate_records
+from mouse.records import MAX_VERSION, RecordError, RecordSpec, validate_records
 
 if sys.byteorder != "little":  # frames are the tensors' native bytes
     raise ImportError("mouse.wire needs a little-endian host")
 
 MAGIC = b"MOUSE"
-WIRE_VERSION = 1
+WIRE_VERSION = 2
+TOKEN_HEX, INCARNATION_HEX = 32, 16  # session token: 128 random bits; learner incarnation: 64
+MAX_TEXT = 1024  # host names and reasons
+HEARTBEAT_COUNTERS = ("env_steps", "chunks_sent", "send_blocked_s", "episodes", "version",
+                      "bad_replies", "bad_weights", "rejoins")  # the only keys a heartbeat may carry
 _PREFIX = struct.Struct("<5sHB")  # magic, version, kind code
 MAX_HEADER_BYTES = 1 << 20
 DEFAULT_MAX_RECORDS = 65536
+MAX_EPISODES = DEFAULT_MAX_RECORDS  # an episode ends at a record: never more per message
 MAX_DIMS = 16
 MAX_SPAN = 1 << 48  # bound on prod(max(d, 1)) of a shape: torch's strides must not overflow
 
 KIND_CODES = {"chunk": 1, "weights": 2, "hello": 3, "heartbeat": 4, "episode": 5, "bye": 6, "stop": 7,
-              "welcome": 8, "ack": 9}
+              "welcome": 8, "ack": 9, "rejoin": 10}
 _KIND_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
 
 REASONS = (
@@ -107,7 +129,7 @@ class WireError(ValueError):
     def __init__(self, reason: str, detail: str):
         assert reason in REASONS, reason
         self.reason, self.detail = reason, detail
-        self.actor_id: int | None = None  # set when a chunk's header named its sender
+        self.sender: tuple[int, str] | None = None  # (actor_id, token) once a chunk's header named them
         super().__init__(f"{reason}: {detail}")
 
 
@@ -278,21 +300,23 @@ def _plain_tensor(name: str, x) -> torch.Tensor:
 
 # --- chunks ---------------------------------------------------------------------------------
 
-def encode_chunk(td: TensorDict, actor_id: int, *, spec: RecordSpec | None = None) -> list:
-    """Frames of a chunk of [N] step records; with ``spec``, validate them first (RecordError)."""
+def encode_chunk(td: TensorDict, actor_id: int, token: str, *, spec: RecordSpec | None = None) -> list:
+    """Frames of a chunk of [N] step records from session ``token``; with ``spec``, validate
+    them first (RecordError)."""
     if spec is not None:
         validate_records(td, spec)
     if td.batch_dims != 1:
         raise ValueError(f"a chunk has batch dims [N], got {tuple(td.batch_size)}")
-    if not _is_int(actor_id) or actor_id < 0:
-        raise ValueError(f"actor_id must be an int >= 0, got {actor_id!r}")
+    if not _nonneg_int(actor_id) or not _token(token):
+        raise ValueError(f"actor_id must be an int >= 0 and token {TOKEN_HEX} hex digits, "
+                         f"got {actor_id!r}, {token!r}")
     entries, frames = [], []
     for name, x in td.items():
         x = _plain_tensor(name, x)
         entries.append([name, _DTYPE_NAME[x.dtype], list(x.shape[1:])])
         frames.append(_raw(x))
     n = int(td.batch_size[0])
-    return [_header("chunk", {"actor_id": actor_id, "n": n, "fields": entries}), *frames]
+    return [_header("chunk", {"actor_id": actor_id, "token": token, "n": n, "fields": entries}), *frames]
 
 
 @functools.lru_cache(maxsize=64)
@@ -300,18 +324,19 @@ def _spec_fields(spec: RecordSpec) -> dict:
     return spec.fields()  # RecordSpec is frozen: its fields never change
 
 
-def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tuple[int, int, tuple]:
-    """(actor_id, n, fields as a tuple of [name, dtype, shape]) of a chunk header that matches
-    ``spec``, or WireError. Immutable: the result may be cached."""
+def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tuple[int, str, int, tuple]:
+    """(actor_id, token, n, fields as a tuple of [name, dtype, shape]) of a chunk header that
+    matches ``spec``, or WireError. Immutable: the result may be cached."""
     body = _parse("chunk", text)
-    _check_keys(body, {"actor_id", "n", "fields"}, "bad_header", "chunk header")
-    actor_id, n = body["actor_id"], body["n"]
-    if not (_is_int(actor_id) and actor_id >= 0):
-        raise WireError("bad_header", f"actor_id {str(actor_id)[:40]} is not an int >= 0")
+    _check_keys(body, {"actor_id", "token", "n", "fields"}, "bad_header", "chunk header")
+    actor_id, token, n = body["actor_id"], body["token"], body["n"]
+    if not (_nonneg_int(actor_id) and _token(token)):
+        raise WireError("bad_header", f"actor_id {str(actor_id)[:40]} is not an int >= 0 or token "
+                                      f"{str(token)[:40]} is not {TOKEN_HEX} hex digits")
     try:
-        return actor_id, n, _check_chunk_header(body, n, spec, max_records)
+        return actor_id, token, n, _check_chunk_header(body, n, spec, max_records)
     except WireError as e:
-        e.actor_id = actor_id  # the header named its sender: the receiver can return its credit
+        e.sender = (actor_id, token)  # the receiver may return the sender's credit
         raise
 
 
@@ -341,9 +366,12 @@ _CACHED_HEADER_BYTES = 4096
 _cached_chunk_header = functools.lru_cache(maxsize=1024)(_parse_chunk_header)
 
 
-def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int):
+def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int, admit):
     parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
-    actor_id, n, entries = parse(text, spec, max_records)
+    actor_id, token, n, entries = parse(text, spec, max_records)
+    header = {"actor_id": actor_id, "token": token, "n": n}
+    if admit is not None:
+        admit(header)  # before any record frame is read
     try:
         _check_frames(views, entries, (n,))
         records = {name: _copy_tensor(v, name, dtype, (n, *shape))
@@ -356,45 +384,59 @@ def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: 
         except RecordError as e:
             raise WireError("bad_values", "; ".join(e.problems)) from None
     except WireError as e:
-        e.actor_id = actor_id  # the receiver can still return the sender's flow-control credit
+        e.sender = (actor_id, token)  # the receiver may still return the sender's credit
         raise
-    return {"actor_id": actor_id, "n": n}, td
+    return header, td
 
 
-def decode_chunk(frames: Frames, spec: RecordSpec, *,
-                 max_records: int = DEFAULT_MAX_RECORDS) -> tuple[dict, TensorDict]:
-    """({"actor_id", "n"}, validated TensorDict[n]) or WireError."""
+def decode_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
+                 admit=None) -> tuple[dict, TensorDict]:
+    """({"actor_id", "token", "n"}, validated TensorDict[n]) or WireError (``admit``: see above)."""
     _, text, views = _open_kind(frames, ("chunk",), "decode_chunk")
-    return _chunk(text, views, spec, max_records)
+    return _chunk(text, views, spec, max_records, admit)
+
+
+_EPISODE_JSON_BYTES = 160  # one episode's entry in an episode message, all numbers at their widest
+_HEADER_ALLOWANCE = 1 << 16  # frame 0 of a chunk: ids, token and the field list
+
+
+def max_frame_bytes(spec: RecordSpec, max_records: int) -> int:
+    """The largest frame a valid records message can have: a chunk's field frame, or an
+    episode message's body (an episode ends at a record: at most max_records of them)."""
+    record = max(math.prod(fs.shape) * fs.dtype.itemsize for fs in _spec_fields(spec).values())
+    return _HEADER_ALLOWANCE + max_records * max(record, _EPISODE_JSON_BYTES)
 
 
 # --- weights --------------------------------------------------------------------------------
 
-def encode_weights(version: int, state_dict: dict[str, torch.Tensor]) -> list:
-    """Frames of a versioned state dict (tensors moved to CPU; no pickle)."""
-    if not _is_int(version) or version < 0:
-        raise ValueError(f"weights version must be an int >= 0, got {version!r}")
+def encode_weights(version: int, state_dict: dict[str, torch.Tensor], *, incarnation: str) -> list:
+    """Frames of a versioned state dict of learner ``incarnation`` (tensors moved to CPU; no pickle)."""
+    if not _version(version) or not _incarnation(incarnation):
+        raise ValueError(f"weights version must be an int in [0, 2**53] and incarnation "
+                         f"{INCARNATION_HEX} hex digits, got {version!r}, {incarnation!r}")
     entries, frames = [], []
     for name, t in state_dict.items():
         t = _plain_tensor(name, t)
         entries.append([name, _DTYPE_NAME[t.dtype], list(t.shape)])
         frames.append(_raw(t))
-    return [_header("weights", {"version": version, "tensors": entries}), *frames]
+    header = {"version": version, "incarnation": incarnation, "tensors": entries}
+    return [_header("weights", header), *frames]
 
 
-def _weights(body: dict, views: list[memoryview]) -> tuple[int, dict[str, torch.Tensor]]:
-    _check_keys(body, {"version", "tensors"}, "bad_header", "weights header")
-    version = body["version"]
-    if not (_is_int(version) and version >= 0):
-        raise WireError("bad_header", f"version {str(version)[:40]} is not an int >= 0")
+def _weights(body: dict, views: list[memoryview]) -> tuple[int, str, dict[str, torch.Tensor]]:
+    _check_keys(body, {"version", "incarnation", "tensors"}, "bad_header", "weights header")
+    version, incarnation = body["version"], body["incarnation"]
+    if not (_version(version) and _incarnation(incarnation)):
+        raise WireError("bad_header", f"version {str(version)[:40]} is not an int in [0, 2**53] or "
+                                      f"incarnation {str(incarnation)[:40]} not {INCARNATION_HEX} hex digits")
     entries = _tensor_list(body["tensors"], "tensors")
     _check_frames(views, entries, ())
-    return version, {name: _copy_tensor(v, name, dtype, shape)
-                     for v, (name, dtype, shape) in zip(views[1:], entries)}
+    return version, incarnation, {name: _copy_tensor(v, name, dtype, shape)
+                                  for v, (name, dtype, shape) in zip(views[1:], entries)}
 
 
-def decode_weights(frames: Frames) -> tuple[int, dict[str, torch.Tensor]]:
-    """(version, CPU state dict) or WireError."""
+def decode_weights(frames: Frames) -> tuple[int, str, dict[str, torch.Tensor]]:
+    """(version, incarnation, CPU state dict) or WireError."""
     kind, text, views = _open_kind(frames, ("weights",), "decode_weights")
     return _weights(_parse(kind, text), views)
 
@@ -402,37 +444,70 @@ def decode_weights(frames: Frames) -> tuple[int, dict[str, torch.Tensor]]:
 # --- control --------------------------------------------------------------------------------
 
 def _nonneg_int(x) -> bool:
-    return _is_int(x) and x >= 0
+    return _is_int(x) and 0 <= x <= MAX_VERSION
+
+
+def _version(x) -> bool:
+    return _is_int(x) and 0 <= x <= MAX_VERSION
+
+
+def _policy_version(x) -> bool:
+    return _is_int(x) and -1 <= x <= MAX_VERSION  # -1: before the first weights
+
+
+def _hex(x, digits: int) -> bool:
+    return type(x) is str and len(x) == digits and all(c in "0123456789abcdef" for c in x)
+
+
+def _token(x) -> bool:
+    return _hex(x, TOKEN_HEX)
+
+
+def _incarnation(x) -> bool:
+    return _hex(x, INCARNATION_HEX)
+
+
+def _text(x) -> bool:
+    return type(x) is str and len(x) <= MAX_TEXT
 
 
 def _number(x) -> bool:
     return type(x) is int or (type(x) is float and math.isfinite(x))
 
 
+def _counter(key: str, x) -> bool:
+    low = -1 if key == "version" else 0
+    return _number(x) and low <= x <= MAX_VERSION
+
+
 def _counters(x) -> bool:
-    return isinstance(x, dict) and all(isinstance(k, str) and _number(v) for k, v in x.items())
+    return (isinstance(x, dict) and len(x) <= len(HEARTBEAT_COUNTERS)
+            and all(k in HEARTBEAT_COUNTERS and _counter(k, v) for k, v in x.items()))
 
 
 _EPISODE = {"stream_id": _nonneg_int, "return": _number, "length": _nonneg_int,
-            "policy_version": lambda x: _is_int(x) and x >= -1}  # -1: before the first weights
+            "policy_version": _policy_version}
 
 
 def _episodes(x) -> bool:
-    return isinstance(x, list) and all(
+    return isinstance(x, list) and len(x) <= MAX_EPISODES and all(
         isinstance(e, dict) and e.keys() == _EPISODE.keys() and all(ok(e[k]) for k, ok in _EPISODE.items())
         for e in x)
 
 
 CONTROL_SCHEMAS = {
-    "hello": {"actor_id": lambda x: _is_int(x) and x >= -1, "pid": _nonneg_int,
-              "host": lambda x: isinstance(x, str)},
-    "heartbeat": {"actor_id": _nonneg_int, "counters": _counters},
-    "episode": {"actor_id": _nonneg_int, "episodes": _episodes},
-    "bye": {"actor_id": _nonneg_int},
-    "stop": {"version": _is_int},
-    "welcome": {"actor_id": _nonneg_int, "config": lambda x: isinstance(x, dict),
-                "credits": _nonneg_int},
-    "ack": {"version": _is_int, "credits": _nonneg_int},
+    "hello": {"actor_id": lambda x: _is_int(x) and -1 <= x <= MAX_VERSION,
+              "token": lambda x: x == "" or _token(x), "pid": _nonneg_int, "host": _text,
+              "version": _policy_version},
+    "heartbeat": {"actor_id": _nonneg_int, "token": _token, "counters": _counters},
+    "episode": {"actor_id": _nonneg_int, "token": _token, "episodes": _episodes},
+    "bye": {"actor_id": _nonneg_int, "token": _token},
+    "stop": {"version": _version, "incarnation": _incarnation, "reason": _text,
+             "refused": lambda x: type(x) is bool},
+    "welcome": {"actor_id": _nonneg_int, "token": _token, "incarnation": _incarnation,
+                "config": lambda x: isinstance(x, dict), "credits": _nonneg_int},
+    "ack": {"version": _version, "incarnation": _incarnation, "credits": _nonneg_int},
+    "rejoin": {"incarnation": _incarnation, "reason": _text},
 }
 
 
@@ -483,16 +558,16 @@ def is_weights(frames: Frames) -> bool:
 
 
 def decode(frames: Frames, spec: RecordSpec | None = None, *,
-           max_records: int = DEFAULT_MAX_RECORDS) -> Message:
+           max_records: int = DEFAULT_MAX_RECORDS, admit=None) -> Message:
     """Decode and validate any message; chunks are accepted only when ``spec`` is given."""
     kind, text, views = _open(frames)
     if kind == "chunk" and spec is not None:
-        header, td = _chunk(text, views, spec, max_records)
+        header, td = _chunk(text, views, spec, max_records, admit)
         return Message(kind, header, records=td)
     body = _parse(kind, text)
     if kind == "chunk":
         _expect_kind(kind, (), "a decoder without a RecordSpec")
     if kind == "weights":
-        version, tensors = _weights(body, views)
-        return Message(kind, {"version": version}, tensors=tensors)
+        version, incarnation, tensors = _weights(body, views)
+        return Message(kind, {"version": version, "incarnation": incarnation}, tensors=tensors)
     return Message(kind, _control(kind, body, views))

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from tensordict import TensorDict
 
@@ -101,6 +102,20 @@ class Proc:
             self.popen.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
+
+
+@pytest.fixture
+def procs(tmp_path):
+    """start(name, args) -> Proc; every process group started is SIGKILLed at the end."""
+    started = []
+
+    def start(name, args, **kw):
+        started.append(Proc(name, args, tmp_path, **kw))
+        return started[-1]
+
+    yield start
+    for p in started:
+        p.kill_group()
 
 
 def wait_for(cond, timeout: float, what: str, procs=()) -> None:

@@ -22,25 +22,11 @@ from mouse.config import EnvConfig, RunConfig, from_dict, load_config
 from mouse.envs import describe_env
 from mouse.transport import endpoints, free_port_base
 from mouse.status import read_status
-from tests.run_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, read_summary,
-                                 stream_records, wait_for)
+from tests.run_helpers import (NUM_ENVS, SMALL, Proc, actor_children, alive, cmdline, procs,  # noqa: F401
+                                 read_summary, stream_records, wait_for)
 
 START_S = 120  # generous: another job may be using both cores while torch imports
 RUN_S = 180
-
-
-@pytest.fixture
-def procs(tmp_path):
-    """start(name, args) -> Proc; every process group started is SIGKILLed at the end."""
-    started = []
-
-    def start(name, args, **kw):
-        started.append(Proc(name, args, tmp_path, **kw))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.kill_group()
 
 
 def log_text(path) -> str:
@@ -62,12 +48,15 @@ def load_checkpoint_model(path):
 
 # --- 1. malformed and foreign messages sent to a running learner ------------------------------
 
-BAD_STREAM, REFUSED_STREAM, BAD_ACTOR = 900, 901, 77  # the real actor 0 owns streams 0 .. NUM_ENVS-1
+BAD_ACTOR = 77  # joins with a hello (a session of its own), then sends nothing but faults
+BAD_STREAM = BAD_ACTOR * NUM_ENVS  # its own stream; the real actor 0 owns streams 0 .. NUM_ENVS-1
 REPLAY_CAPACITY = 4096
+MAX_RECORDS = 8 * NUM_ENVS  # SMALL's chunk: 8 steps of NUM_ENVS streams
 # sent last on each socket: a socket delivers in order, so once the learner has logged the
 # rejection of both marks it has handled everything sent before them
 END_MARKS = {"records": b"END-R", "control": b"END-C"}
 HOSTILE_BUDGET = 2000
+INCARNATION = "0123456789abcdef"
 
 
 def _prefix(kind="chunk", version=wire.WIRE_VERSION, magic=wire.MAGIC, code=None) -> bytes:
@@ -79,22 +68,28 @@ def _raw_control(kind: str, body: dict) -> list[bytes]:
     return [_prefix(kind) + json.dumps(body).encode()]
 
 
-def bad_messages(spec) -> list[tuple[str, str, list, str]]:
-    """(socket, what, frames, the reason the learner must count) for every fault we inject."""
-    def chunk(td):
-        return [bytes(f) for f in wire.encode_chunk(td, BAD_ACTOR)]  # no spec: no sender-side check
+def bad_messages(spec, token: str) -> list[tuple[str, str, list, str]]:
+    """(socket, what, frames, the reason the learner must count) for every fault we inject;
+    ``token`` is the session token the learner gave BAD_ACTOR."""
+    def chunk(td, actor_id=BAD_ACTOR, tok=token):
+        return [bytes(f) for f in wire.encode_chunk(td, actor_id, tok)]  # no spec: no sender-side check
 
     good = stream_records(spec, 16, BAD_STREAM)
     ok = chunk(good)
-    nan, gap, f64, no_field, wide = (good.clone() for _ in range(5))
+    nan, gap, f64, no_field, wide, huge, late = (good.clone() for _ in range(7))
     nan["reward"][5] = float("nan")
     gap["time"][8:] += 1  # time 7 is followed by 9: a step is missing
     f64["reward"] = good["reward"].double()
     del no_field["xformed_reward"]
     wide[spec.obs_key] = torch.zeros(16, spec.obs_shape[0] + 1)
-    weights = [bytes(f) for f in wire.encode_weights(5, {"w": torch.zeros(3)})]
+    huge[spec.obs_key][3, 0] = 3e38  # finite, but it would overflow the loss
+    late["policy_version"][:] = 2**62
+    foreign = good.clone()
+    foreign["stream_id"][:] = 0  # the real actor's stream, with BAD_ACTOR's own token
+    weights = [bytes(f) for f in wire.encode_weights(5, {"w": torch.zeros(3)}, incarnation=INCARNATION)]
     garbage = [b"\x00\xffnot a mouse message"]
     body = ok[0][len(_prefix()):]  # the chunk header's JSON
+    episode = {"stream_id": BAD_STREAM, "return": 1.0, "length": 2, "policy_version": 0}
     return [
         ("records", "garbage bytes", garbage, "bad_magic"),
         ("records", "one empty frame", [b""], "bad_magic"),
@@ -106,40 +101,67 @@ def bad_messages(spec) -> list[tuple[str, str, list, str]]:
         ("records", "header not JSON", [_prefix() + b"{not json", *ok[1:]], "bad_header"),
         ("records", "NaN reward", chunk(nan), "bad_values"),
         ("records", "a step missing in a stream", chunk(gap), "bad_values"),
+        ("records", "an observation of 3e38", chunk(huge), "bad_values"),
+        ("records", "policy version 2**62", chunk(late), "bad_values"),
         ("records", "reward as float64", chunk(f64), "bad_dtype"),
         ("records", "no xformed_reward field", chunk(no_field), "bad_fields"),
         ("records", "obs one wider than the env's", chunk(wide), "bad_shape"),
         ("records", "last frame truncated", [*ok[:-1], ok[-1][:-3]], "bad_length"),
         ("records", "last frame missing", ok[:-1], "missing_frames"),
         ("records", "one frame too many", [*ok, bytes(8)], "too_many_frames"),
-        ("records", "65537 records", chunk(stream_records(spec, wire.DEFAULT_MAX_RECORDS + 1, BAD_STREAM)),
-         "oversize"),
-        ("records", "frame 0 over 1 MiB", [_prefix() + b'{"pad":"' + b"x" * wire.MAX_HEADER_BYTES + b'"}'],
-         "oversize"),
+        ("records", "100,000 empty frames", [b""] * 100_000, "too_many_frames"),
+        ("records", f"{MAX_RECORDS + 1} records (more than a chunk holds)",
+         chunk(stream_records(spec, MAX_RECORDS + 1, BAD_STREAM)), "oversize"),
+        ("records", "actor 0's stream without actor 0's token", chunk(good, 0), "bad_token"),
+        ("records", "actor 0's stream with BAD_ACTOR's token", chunk(foreign), "foreign_streams"),
         ("records", "hello on the records socket",
-         wire.encode_control("hello", {"actor_id": BAD_ACTOR, "pid": 1, "host": "intruder"}), "bad_kind"),
+         wire.encode_control("hello", {"actor_id": BAD_ACTOR, "token": "", "pid": 1, "host": "intruder",
+                                       "version": -1}), "bad_kind"),
         ("records", "weights on the records socket", weights, "bad_kind"),
         ("records", "episode stats without a length",
-         _raw_control("episode", {"actor_id": BAD_ACTOR, "episodes": [
+         _raw_control("episode", {"actor_id": BAD_ACTOR, "token": token, "episodes": [
              {"stream_id": BAD_STREAM, "return": 1.0, "policy_version": 0}]}), "bad_body"),
-        ("records", "a valid chunk larger than the replay",
-         chunk(stream_records(spec, REPLAY_CAPACITY + 1, REFUSED_STREAM)), "replay_rejected"),
+        ("records", "an episode return of 1e300",
+         wire.encode_control("episode", {"actor_id": BAD_ACTOR, "token": token,
+                                         "episodes": [{**episode, "return": 1e300}]}), "bad_values"),
+        ("records", "actor 0's episodes",
+         wire.encode_control("episode", {"actor_id": BAD_ACTOR, "token": token,
+                                         "episodes": [{**episode, "stream_id": 0}]}), "foreign_streams"),
         ("control", "garbage bytes", garbage, "bad_magic"),
-        ("control", "an ack", wire.encode_control("ack", {"version": 1, "credits": 100}), "bad_kind"),
-        ("control", "a stop", wire.encode_control("stop", {"version": 1}), "bad_kind"),
-        ("control", "a welcome", wire.encode_control("welcome", {"actor_id": 0, "config": {}, "credits": 9}),
-         "bad_kind"),
-        ("control", "episode stats", wire.encode_control("episode", {"actor_id": BAD_ACTOR, "episodes": []}),
-         "bad_kind"),
-        ("control", "a chunk", ok, "bad_kind"),
-        ("control", "weights", weights, "bad_kind"),
+        ("control", "an ack", wire.encode_control("ack", {"version": 1, "incarnation": INCARNATION,
+                                                          "credits": 100}), "bad_kind"),
+        ("control", "a stop", wire.encode_control("stop", {"version": 1, "incarnation": INCARNATION,
+                                                           "reason": "x", "refused": False}), "bad_kind"),
+        ("control", "episode stats", wire.encode_control("episode", {"actor_id": BAD_ACTOR, "token": token,
+                                                                     "episodes": []}), "bad_kind"),
+        ("control", "a chunk", ok, "too_many_frames"),
+        ("control", "weights", weights, "too_many_frames"),
         ("control", "hello with an extra key",
-         _raw_control("hello", {"actor_id": -1, "pid": 1, "host": "intruder", "admin": True}), "bad_body"),
+         _raw_control("hello", {"actor_id": -1, "token": "", "pid": 1, "host": "intruder", "version": -1,
+                                "admin": True}), "bad_body"),
+        ("control", "hello for id 5000 (over learner.max_actors)",
+         wire.encode_control("hello", {"actor_id": 5000, "token": "", "pid": 2, "host": "intruder",
+                                       "version": -1}), "hello_refused"),
+        ("control", "heartbeat with a huge counter",
+         _raw_control("heartbeat", {"actor_id": BAD_ACTOR, "token": token, "counters": {"env_steps": 10**30}}),
+         "bad_body"),
+        ("control", "heartbeat for actor 0 without its token",
+         wire.encode_control("heartbeat", {"actor_id": 0, "token": token, "counters": {}}), "bad_token"),
         ("control", "heartbeat in two frames",
-         [*wire.encode_control("heartbeat", {"actor_id": BAD_ACTOR, "counters": {}}), b"x"],
+         [*wire.encode_control("heartbeat", {"actor_id": BAD_ACTOR, "token": token, "counters": {}}), b"x"],
          "too_many_frames"),
         *[(where, "end marker", [mark], "bad_magic") for where, mark in END_MARKS.items()],
     ]
+
+
+def hostile_join(dealer) -> str:
+    """Say hello as BAD_ACTOR; the session token of the welcome."""
+    dealer.send_multipart(wire.encode_control("hello", {"actor_id": BAD_ACTOR, "token": "", "pid": 1,
+                                                        "host": "intruder", "version": -1}))
+    assert dealer.poll(30_000), "no welcome for the hostile actor"
+    kind, body = wire.decode_control(dealer.recv_multipart())
+    assert kind == "welcome", (kind, body)
+    return body["token"]
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +173,7 @@ def hostile_run(tmp_path_factory):
     """
     tmp = tmp_path_factory.mktemp("hostile")
     run_dir, port = tmp / "run", free_port_base()
-    messages = bad_messages(describe_env(EnvConfig()).spec)
+    spec = describe_env(EnvConfig()).spec
     started, socks, ctx = [], [], zmq.Context()
     try:
         learner = Proc("learner", [
@@ -166,6 +188,7 @@ def hostile_run(tmp_path_factory):
         socks += [push, dealer]
         push.connect(ep.records)
         dealer.connect(ep.control)
+        messages = bad_messages(spec, hostile_join(dealer))
         for where, _, frames, _ in messages:
             (push if where == "records" else dealer).send_multipart(frames)
         expected = dict(collections.Counter(reason for *_, reason in messages))
@@ -216,8 +239,9 @@ def test_no_bad_record_reaches_the_replay(hostile_run):
 
 def test_a_refused_chunk_leaves_no_trace(hostile_run):
     s = read_summary(hostile_run.run_dir)
-    assert s["streams_seen"] == list(range(NUM_ENVS)), "the refused chunk's stream was booked"
-    assert s["actors_seen"] == [0], "the refused chunk's sender was booked as an actor"
+    assert s["streams_seen"] == list(range(NUM_ENVS)), "a refused chunk's stream was booked"
+    assert s["actors_seen"] == [0, BAD_ACTOR], "a refused hello or chunk booked an actor"
+    assert s["actor_versions"][str(BAD_ACTOR)] == -1  # none of its records counted
 
 
 # --- 2. an actor that dies -----------------------------------------------------------------

@@ -5,11 +5,16 @@ import numpy as np
 import pytest
 import torch
 
+import dataclasses
+import math
+
 from mouse.records import (
+    MAX_VERSION,
     RecordError,
     RecordSpec,
     StreamRecorder,
     continuity_problems,
+    episode_problems,
     record_problems,
     record_spec_for_env,
     validate_records,
@@ -185,3 +190,54 @@ def test_discrete_observation_must_be_a_valid_state():
     td["obs_discrete"] = torch.tensor([0, -1, 3])
     with pytest.raises(RecordError, match="obs_discrete: outside"):
         validate_records(td, spec, consecutive=False)
+
+
+# --- magnitude and range bounds --------------------------------------------------------------
+
+BOUNDED = dataclasses.replace(SPEC, max_abs_obs=100.0, max_abs_reward=10.0)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda td: td["obs_continuous"].__setitem__((1, 2), 3e38), "obs_continuous: magnitude above 100"),
+    (lambda td: td["obs_continuous"].__setitem__((1, 2), -100.5), "obs_continuous: magnitude above 100"),
+    (lambda td: td["reward"].__setitem__(2, 11.0), "reward: magnitude above 10"),
+    (lambda td: td["xformed_reward"].__setitem__(2, -1e30), "xformed_reward: magnitude above 10"),
+    (lambda td: td["policy_version"].__setitem__(2, MAX_VERSION + 1), r"policy_version: outside \[-1, 2\*\*53\]"),
+    (lambda td: td["policy_version"].__setitem__(2, -2), r"policy_version: outside \[-1, 2\*\*53\]"),
+])
+def test_finite_but_absurd_values_are_rejected(mutate, message):
+    """3e38 passes an isfinite check, then overflows the squared TD error: the spec bounds it."""
+    td = episode_records()
+    td["obs_continuous"][:] = 100.0  # at the bound: fine
+    td["reward"][1:] = -10.0
+    td["policy_version"][:] = MAX_VERSION
+    td["policy_version"][0] = -1  # before the first weights
+    validate_records(td, BOUNDED)
+    mutate(td)
+    with pytest.raises(RecordError, match=message):
+        validate_records(td, BOUNDED)
+    assert record_problems(td, SPEC) == [] or "policy_version" in message  # unbounded spec: magnitudes pass
+
+
+def test_q_star_bound_spares_minus_inf():
+    spec = RecordSpec("discrete", (), 3, q_star=True, max_abs_q_star=50.0)
+    td = spec.empty(2)
+    td["q_star"] = torch.tensor([[-50.0, 50.0, -math.inf], [1.0, 2.0, 3.0]])
+    validate_records(td, spec, consecutive=False)
+    td["q_star"][1, 0] = -51.0
+    with pytest.raises(RecordError, match="q_star: finite entries of magnitude above 50"):
+        validate_records(td, spec, consecutive=False)
+
+
+def test_unbounded_keeps_the_layout_and_drops_the_bounds():
+    assert BOUNDED.unbounded() == SPEC and BOUNDED != SPEC
+
+
+def test_episode_returns_are_bounded_by_reward_per_step():
+    ok = [{"stream_id": 0, "return": 30.0, "length": 3, "policy_version": 2},
+          {"stream_id": 1, "return": -10.0, "length": 1, "policy_version": -1}]
+    assert episode_problems(ok, BOUNDED) == []
+    assert episode_problems([{**ok[0], "return": 1e300}], SPEC) == []  # no bound: finite is enough
+    assert episode_problems([{**ok[0], "return": 1e300}], BOUNDED) == [
+        "episode return 1e+300 over 3 steps exceeds max_abs_reward 10 per step"]
+    assert episode_problems([{**ok[0], "return": 0.5, "length": 0}], BOUNDED) != []

@@ -17,6 +17,8 @@ from mouse.wire import WireError
 
 OBS = {"continuous": (4,), "discrete": (), "image": (3, 5, 2)}
 A = 4
+TOKEN = "0123456789abcdef" * 2  # a session token (wire.TOKEN_HEX hex digits)
+INC = "fedcba9876543210"  # a learner incarnation (wire.INCARNATION_HEX hex digits)
 
 
 def make_spec(kind="continuous", q_star=False, action_mask=False) -> RecordSpec:
@@ -69,8 +71,8 @@ def assert_same(a: TensorDict, b: TensorDict):
 def test_chunk_round_trip(kind, q_star, action_mask):
     spec = make_spec(kind, q_star, action_mask)
     td = make_records(spec)
-    header, out = wire.decode_chunk(wire.encode_chunk(td, actor_id=5, spec=spec), spec)
-    assert header == {"actor_id": 5, "n": td.batch_size[0]}
+    header, out = wire.decode_chunk(wire.encode_chunk(td, 5, TOKEN, spec=spec), spec)
+    assert header == {"actor_id": 5, "token": TOKEN, "n": td.batch_size[0]}
     assert_same(out, td)
     if q_star:
         assert torch.all(out["q_star"][:, -1] == -math.inf)
@@ -87,8 +89,9 @@ def test_chunk_round_trip_over_zmq_without_warnings():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             for i, td in enumerate(chunks):
-                push.send_multipart(wire.encode_chunk(td, actor_id=i), copy=i % 2 == 0)
-            push.send_multipart(wire.encode_weights(3, {"w": torch.arange(6.0).reshape(2, 3)}), copy=False)
+                push.send_multipart(wire.encode_chunk(td, i, TOKEN), copy=i % 2 == 0)
+            push.send_multipart(wire.encode_weights(3, {"w": torch.arange(6.0).reshape(2, 3)}, incarnation=INC),
+                                copy=False)
             assert pull.poll(5000)
             for i, td in enumerate(chunks):
                 frames = pull.recv_multipart(copy=False)  # zmq.Frame, decoded via .buffer
@@ -100,7 +103,7 @@ def test_chunk_round_trip_over_zmq_without_warnings():
                 assert_same(out, td)
                 out["reward"].add_(1.0)  # decoded tensors own writable memory
             msg = wire.decode(pull.recv_multipart(copy=False), spec)
-            assert msg.kind == "weights" and msg.body == {"version": 3}
+            assert msg.kind == "weights" and msg.body == {"version": 3, "incarnation": INC}
             assert torch.equal(msg.tensors["w"], torch.arange(6.0).reshape(2, 3))
     finally:
         push.close(0), pull.close(0), ctx.term()
@@ -119,28 +122,30 @@ def test_weights_round_trip_exact():
         "empty": torch.zeros(0, 4),
         "needs_grad": torch.nn.Parameter(torch.ones(2)),
     }
-    version, out = wire.decode_weights(as_bytes(wire.encode_weights(9, state)))
-    assert version == 9 and list(out) == list(state)
+    version, incarnation, out = wire.decode_weights(as_bytes(wire.encode_weights(9, state, incarnation=INC)))
+    assert (version, incarnation) == (9, INC) and list(out) == list(state)
     for k, t in state.items():
         assert out[k].dtype == t.dtype and out[k].shape == t.shape and not out[k].requires_grad
         assert torch.equal(out[k], t.detach()), k
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     clone = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
-    clone.load_state_dict(wire.decode_weights(wire.encode_weights(0, model.state_dict()))[1])
+    clone.load_state_dict(wire.decode_weights(wire.encode_weights(0, model.state_dict(), incarnation=INC))[2])
     for (k, a), b in zip(model.state_dict().items(), clone.state_dict().values()):
         assert torch.equal(a, b), k
 
 
 CONTROL = {
-    "hello": {"actor_id": -1, "pid": 1234, "host": "node-1"},
-    "heartbeat": {"actor_id": 2, "counters": {"env_steps": 100, "send_blocked_s": 0.25}},
-    "episode": {"actor_id": 2, "episodes": [{"stream_id": 4, "return": 21.0, "length": 21,
-                                             "policy_version": 3}]},
-    "bye": {"actor_id": 2},
-    "stop": {"version": 7},
-    "welcome": {"actor_id": 3, "config": {"env": {"env_id": "CartPole-v1"}, "num_actors": 2},
-                "credits": 4},
-    "ack": {"version": 7, "credits": 1},
+    "hello": {"actor_id": -1, "token": "", "pid": 1234, "host": "node-1", "version": -1},
+    "heartbeat": {"actor_id": 2, "token": TOKEN, "counters": {"env_steps": 100, "send_blocked_s": 0.25,
+                                                              "version": -1}},
+    "episode": {"actor_id": 2, "token": TOKEN, "episodes": [{"stream_id": 4, "return": 21.0, "length": 21,
+                                                             "policy_version": 3}]},
+    "bye": {"actor_id": 2, "token": TOKEN},
+    "stop": {"version": 7, "incarnation": INC, "reason": "the learner is stopping", "refused": False},
+    "welcome": {"actor_id": 3, "token": TOKEN, "incarnation": INC,
+                "config": {"env": {"env_id": "CartPole-v1"}, "num_actors": 2}, "credits": 4},
+    "ack": {"version": 7, "incarnation": INC, "credits": 12},
+    "rejoin": {"incarnation": INC, "reason": "no session for actor 2 here"},
 }
 
 
@@ -153,23 +158,40 @@ def test_control_round_trip(kind):
     assert (msg.kind, msg.body, msg.records, msg.tensors) == (kind, CONTROL[kind], None, None)
 
 
+HEARTBEAT, EPISODE = CONTROL["heartbeat"], CONTROL["episode"]["episodes"][0]
 BAD_BODIES = [
     ("hello", {k: v for k, v in CONTROL["hello"].items() if k != "host"}),
     ("hello", {**CONTROL["hello"], "actor_id": -2}),
     ("hello", {**CONTROL["hello"], "actor_id": "2"}),
+    ("hello", {**CONTROL["hello"], "actor_id": 2**62}),  # ids are bounded (the learner's range is smaller)
     ("hello", {**CONTROL["hello"], "pid": True}),  # JSON booleans are not ints
-    ("heartbeat", {"actor_id": 2, "counters": {"x": "1"}}),
-    ("heartbeat", {"actor_id": 2, "counters": {"x": 1}, "extra": 0}),
-    ("heartbeat", {"actor_id": 2, "counters": {"x": math.nan}}),
-    ("episode", {"actor_id": 2, "episodes": [{"stream_id": 4, "return": 1.0, "length": 2}]}),
-    ("episode", {"actor_id": 2, "episodes": [{**CONTROL["episode"]["episodes"][0], "length": -1}]}),
-    ("episode", {"actor_id": 2, "episodes": {"stream_id": 4}}),
-    ("bye", {"actor_id": -1}),
+    ("hello", {**CONTROL["hello"], "host": "h" * (wire.MAX_TEXT + 1)}),
+    ("hello", {**CONTROL["hello"], "token": "not-a-token"}),
+    ("hello", {**CONTROL["hello"], "version": 2**53 + 1}),
+    ("heartbeat", {**HEARTBEAT, "counters": {"env_steps": "1"}}),
+    ("heartbeat", {**HEARTBEAT, "counters": {"x": 1}}),  # only the fixed counter names
+    ("heartbeat", {**HEARTBEAT, "counters": {"env_steps": 10**30}}),  # bounded values
+    ("heartbeat", {**HEARTBEAT, "counters": {"send_blocked_s": -1.0}}),
+    ("heartbeat", {**HEARTBEAT, "counters": {"env_steps": math.nan}}),
+    ("heartbeat", {**HEARTBEAT, "extra": 0}),
+    ("heartbeat", {k: v for k, v in HEARTBEAT.items() if k != "token"}),
+    ("heartbeat", {**HEARTBEAT, "token": TOKEN.upper()}),
+    ("episode", {**CONTROL["episode"], "episodes": [{"stream_id": 4, "return": 1.0, "length": 2}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [{**EPISODE, "length": -1}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [{**EPISODE, "policy_version": 2**62}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * (wire.MAX_EPISODES + 1)}),
+    ("episode", {**CONTROL["episode"], "episodes": {"stream_id": 4}}),
+    ("bye", {"actor_id": -1, "token": TOKEN}),
+    ("bye", {"actor_id": 1}),
     ("bye", []),
-    ("stop", {"now": True}),
-    ("welcome", {"actor_id": 1, "config": "not a dict", "credits": 4}),
-    ("ack", {"version": 1.5, "credits": 1}),
-    ("ack", {"version": 1, "credits": -1}),
+    ("stop", {**CONTROL["stop"], "refused": 1}),
+    ("stop", {k: v for k, v in CONTROL["stop"].items() if k != "incarnation"}),
+    ("welcome", {**CONTROL["welcome"], "config": "not a dict"}),
+    ("welcome", {**CONTROL["welcome"], "incarnation": INC[:-1]}),
+    ("ack", {**CONTROL["ack"], "version": 1.5}),
+    ("ack", {**CONTROL["ack"], "version": 2**53 + 1}),
+    ("ack", {**CONTROL["ack"], "credits": -1}),
+    ("rejoin", {"incarnation": INC}),
     ("bye", {"actor_id": 1, 5: 2, "x": 3}),  # mixed key types are reported, not a TypeError
 ]
 
@@ -184,21 +206,22 @@ def test_control_rejects_bad_bodies(kind, body):
                   + json.dumps(body).encode()]
         with pytest.raises(WireError) as e:
             wire.decode_control(frames)
-        assert e.value.reason in ("bad_body", "bad_header")  # NaN is not even JSON for us
+        # NaN is not even JSON for us; 65537 episodes do not fit in frame 0's bound
+        assert e.value.reason in ("bad_body", "bad_header", "oversize")
 
 
 def test_control_kind_and_frame_errors():
     with pytest.raises(WireError, match="bad_kind"):
         wire.encode_control("chunk", {})
     with pytest.raises(WireError, match="too_many_frames"):
-        wire.decode_control(wire.encode_control("bye", {"actor_id": 1}) + [b""])
+        wire.decode_control(CONTROL_FRAMES + [b""])
     with pytest.raises(WireError, match="bad_kind"):
-        wire.decode_control(wire.encode_weights(1, {}))
-    assert wire.is_weights(wire.encode_weights(1, {})) and not wire.is_weights(CONTROL_FRAMES)
+        wire.decode_control(wire.encode_weights(1, {}, incarnation=INC))
+    assert wire.is_weights(wire.encode_weights(1, {}, incarnation=INC)) and not wire.is_weights(CONTROL_FRAMES)
     assert wire.peek_kind([b"junk"]) is None and wire.peek_kind([]) is None
 
 
-CONTROL_FRAMES = wire.encode_control("bye", {"actor_id": 1})
+CONTROL_FRAMES = wire.encode_control("bye", {"actor_id": 1, "token": TOKEN})
 
 
 # --- rejections -----------------------------------------------------------------------------
@@ -207,7 +230,7 @@ SPEC = make_spec("continuous", q_star=True, action_mask=True)
 
 
 def good_frames(td=None) -> list[bytes]:
-    return as_bytes(wire.encode_chunk(make_records(SPEC) if td is None else td, actor_id=1))
+    return as_bytes(wire.encode_chunk(make_records(SPEC) if td is None else td, 1, TOKEN))
 
 
 def header_of(frames) -> dict:
@@ -263,7 +286,7 @@ MALFORMED = {
     "bad_magic/empty_frame": lambda f: [b"", *f[1:]],
     "bad_version": lambda f: with_header(f, header_of(f), version=wire.WIRE_VERSION + 1),
     "bad_kind": lambda f: with_header(f, header_of(f), code=99),
-    "bad_kind/weights_to_decode_chunk": lambda f: as_bytes(wire.encode_weights(1, {})),
+    "bad_kind/weights_to_decode_chunk": lambda f: as_bytes(wire.encode_weights(1, {}, incarnation=INC)),
     "bad_kind/control_to_decode_chunk": lambda f: CONTROL_FRAMES,
     "bad_header/invalid_json": lambda f: [f[0][:8] + b'{"actor_id": 1, "n": ', *f[1:]],
     "bad_header/not_utf8": lambda f: [f[0][:8] + b"\xff\xfe", *f[1:]],
@@ -273,6 +296,9 @@ MALFORMED = {
     "bad_header/missing_n": lambda f: with_header(f, {k: v for k, v in header_of(f).items() if k != "n"}),
     "bad_header/extra_key": lambda f: set_header(f, extra=1),
     "bad_header/negative_actor": lambda f: set_header(f, actor_id=-3),
+    "bad_header/no_token": lambda f: with_header(f, {k: v for k, v in header_of(f).items() if k != "token"}),
+    "bad_header/short_token": lambda f: set_header(f, token=TOKEN[:-1]),
+    "bad_header/token_not_hex": lambda f: set_header(f, token="z" * wire.TOKEN_HEX),
     "bad_header/n_zero": lambda f: set_header(f, n=0),
     "bad_header/n_float": lambda f: set_header(f, n=18.0),
     "bad_header/fields_not_list": lambda f: set_header(f, fields={"reward": "float32"}),
@@ -300,6 +326,8 @@ MALFORMED = {
     "bad_values/action_range": lambda f: corrupt(action=lambda x: x.__setitem__(4, A)),
     "bad_values/skipped_step": lambda f: corrupt(time=lambda x: x.__setitem__(7, 5)),  # stream 11: 1 -> 5
     "bad_values/bool_byte": lambda f: f[:-1] + [b"\x02" + f[-1][1:]],  # action_mask is last
+    "bad_values/policy_version_huge": lambda f: corrupt(policy_version=lambda x: x.__setitem__(3, 2**53 + 1)),
+    "bad_values/policy_version_negative": lambda f: corrupt(policy_version=lambda x: x.__setitem__(3, -2)),
 }
 
 
@@ -336,7 +364,7 @@ def test_repeated_headers_decode_like_new_ones():
     header, a = wire.decode_chunk(frames, SPEC)
     header["n"] = 0  # the caller's header dict is its own
     header, b = wire.decode_chunk(frames, SPEC)
-    assert header == {"actor_id": 1, "n": 18}
+    assert header == {"actor_id": 1, "token": TOKEN, "n": 18}
     a["reward"].add_(1.0)  # and so is every decoded tensor
     assert not torch.equal(a["reward"], b["reward"])
     with pytest.raises(WireError) as e:
@@ -357,12 +385,14 @@ def test_chunk_needs_a_spec_and_rejects_nonsense_frames():
 
 
 def test_weights_rejections():
-    good = as_bytes(wire.encode_weights(4, {"a": torch.ones(2, 3), "b": torch.zeros(2)}))
+    good = as_bytes(wire.encode_weights(4, {"a": torch.ones(2, 3), "b": torch.zeros(2)}, incarnation=INC))
     h = header_of(good)
     cases = {
         "bad_fields": with_header(good, {**h, "tensors": [h["tensors"][0]] * 2}, code=2),
         "bad_dtype": with_header(good, {**h, "tensors": [["a", "object", [2, 3]], h["tensors"][1]]}, code=2),
         "bad_header": with_header(good, {**h, "version": -1}, code=2),
+        "bad_header/version_over_2**53": with_header(good, {**h, "version": 2**53 + 1}, code=2),
+        "bad_header/no_incarnation": with_header(good, {k: v for k, v in h.items() if k != "incarnation"}, code=2),
         "bad_length": truncate(good, 2, 4),
         "too_many_frames": good + [b"x"],
         "missing_frames": good[:2],
@@ -379,9 +409,11 @@ def test_weights_rejections():
     with pytest.raises(WireError, match="bad_kind"):
         wire.decode_weights(good_frames())
     with pytest.raises(ValueError):
-        wire.encode_weights(-1, {})
+        wire.encode_weights(-1, {}, incarnation=INC)
     with pytest.raises(ValueError):
-        wire.encode_weights(1, {"c": torch.zeros(2, dtype=torch.complex64)})
+        wire.encode_weights(1, {}, incarnation="not hex")
+    with pytest.raises(ValueError):
+        wire.encode_weights(1, {"c": torch.zeros(2, dtype=torch.complex64)}, incarnation=INC)
 
 
 def test_every_reason_is_documented_and_tested():
@@ -399,7 +431,7 @@ def random_json(rng: random.Random, depth=0):
                lambda: rng.choice(["", "float32", "bool", "obs_continuous", "reward", "x" * 50])]
     if depth < 3:
         choices += [lambda: [random_json(rng, depth + 1) for _ in range(rng.randint(0, 4))],
-                    lambda: {rng.choice(["n", "actor_id", "fields", "version", "tensors", "q"]):
+                    lambda: {rng.choice(["n", "actor_id", "token", "fields", "version", "tensors", "q"]):
                              random_json(rng, depth + 1) for _ in range(rng.randint(0, 3))}]
     return rng.choice(choices)()
 
@@ -455,8 +487,9 @@ def test_fuzz_only_wire_errors():
     rng = random.Random(1234)
     seeds = [
         good_frames(),
-        as_bytes(wire.encode_chunk(make_records(make_spec("image")), 0)),
-        as_bytes(wire.encode_weights(2, {"w": torch.randn(3, 2), "m": torch.tensor([True, False])})),
+        as_bytes(wire.encode_chunk(make_records(make_spec("image")), 0, TOKEN)),
+        as_bytes(wire.encode_weights(2, {"w": torch.randn(3, 2), "m": torch.tensor([True, False])},
+                                     incarnation=INC)),
         *[wire.encode_control(k, b) for k, b in CONTROL.items()],
     ]
     specs = [SPEC, make_spec("image"), None]
@@ -473,3 +506,51 @@ def test_fuzz_only_wire_errors():
             outcomes[e.reason] = outcomes.get(e.reason, 0) + 1
     # the fuzz gets past the header into frames, values and successful decodes
     assert {"ok", "bad_header", "bad_fields", "bad_length", "bad_values", "bad_body"} <= outcomes.keys()
+
+
+# --- the sender check before the frames, and the records port's frame bound ----------------
+
+class Refused(Exception):
+    pass
+
+
+def test_admit_sees_the_header_before_any_record_frame_is_read():
+    seen = []
+
+    def admit(header):
+        seen.append(header)
+        raise Refused
+
+    frames = good_frames()
+    truncated = truncate(frames, 3)  # a record frame is wrong: reading it would be bad_length
+    with pytest.raises(Refused):
+        wire.decode(truncated, SPEC, admit=admit)
+    assert seen == [{"actor_id": 1, "token": TOKEN, "n": 18}]
+    bad_header = set_header(frames, n=0)
+    with pytest.raises(WireError, match="bad_header"):  # a bad header never reaches admit
+        wire.decode_chunk(bad_header, SPEC, admit=admit)
+    assert len(seen) == 1
+    header, td = wire.decode_chunk(frames, SPEC, admit=seen.append)  # admit returning: decoded
+    assert header == seen[-1] and td.batch_size == (18,)
+
+
+def test_wire_errors_name_the_sender_once_its_header_is_read():
+    with pytest.raises(WireError) as e:
+        wire.decode_chunk(truncate(good_frames(), 3), SPEC)
+    assert e.value.sender == (1, TOKEN)
+    with pytest.raises(WireError) as e:
+        wire.decode_chunk([b"junk"], SPEC)
+    assert e.value.sender is None
+
+
+def test_max_frame_bytes_holds_every_valid_records_frame():
+    spec = make_spec("image", q_star=True, action_mask=True)
+    td = make_records(spec, streams=3, steps=6)  # 18 records
+    limit = wire.max_frame_bytes(spec, 18)
+    frames = as_bytes(wire.encode_chunk(td, 0, TOKEN, spec=spec))
+    assert max(map(len, frames)) <= limit
+    episodes = [{"stream_id": 2**53, "return": -1.2345678901234567e300, "length": 2**53,
+                 "policy_version": 2**53}] * 18  # the widest numbers there are
+    assert len(wire.encode_control("episode", {"actor_id": 2**53, "token": TOKEN, "episodes": episodes})[0]) \
+        <= limit
+    assert limit < 2 * wire.max_frame_bytes(spec, 9)  # proportional to the records, not a constant

@@ -7,6 +7,8 @@ DEALER for control) and every receive is a bounded poll, so a failing test never
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import struct
 import threading
@@ -26,18 +28,28 @@ from mouse.transport import actor_sockets, free_port_base, learner_sockets
 
 pytestmark = pytest.mark.timeout(60)
 
-SPEC = RecordSpec("continuous", (3,), 2)
+SPEC = dataclasses.replace(RecordSpec("continuous", (3,), 2), max_abs_obs=1e3, max_abs_reward=10.0)
 VERSION = 5  # the learner's current policy version
 RECORD_VERSION = 3  # the policy version actors stamp on their records (lag 2)
+INCARNATION = "00112233445566ff"
 WEIGHTS = {"w": torch.arange(6.0).reshape(2, 3), "steps": torch.tensor([7, 8], dtype=torch.int64)}
 CONFIG = {"env": {"env_id": "CartPole-v1"}, "num_actors": 2}
 CREDITS = 2
 CAPACITY = 64
-STREAMS = (10, 11)
+NUM_ENVS = 2  # actor k owns streams 2k and 2k + 1
 STEPS_PER_CHUNK = 4
-CHUNK_RECORDS = len(STREAMS) * STEPS_PER_CHUNK  # 8
+CHUNK_RECORDS = NUM_ENVS * STEPS_PER_CHUNK  # 8
+MAX_ACTORS = 8
 WAIT_S = 5.0  # upper bound on anything the test expects to happen
 QUIET_S = 0.3  # how long "nothing arrives" is watched
+
+
+def streams_of(actor_id: int) -> list[int]:
+    return [actor_id * NUM_ENVS + j for j in range(NUM_ENVS)]
+
+
+def ack(credits: int) -> tuple[str, dict]:
+    return "ack", {"version": VERSION, "incarnation": INCARNATION, "credits": credits}
 
 
 # --- records ------------------------------------------------------------------------------
@@ -45,7 +57,8 @@ QUIET_S = 0.3  # how long "nothing arrives" is watched
 class Streams:
     """An actor's vector env stand-in: each chunk continues the previous one's streams."""
 
-    def __init__(self, stream_ids=STREAMS, seed: int = 0):
+    def __init__(self, stream_ids=None, seed: int = 0):
+        stream_ids = streams_of(0) if stream_ids is None else stream_ids
         self.g = torch.Generator().manual_seed(seed)
         self.n = len(stream_ids)
         self.recorder = StreamRecorder(SPEC, list(stream_ids))
@@ -60,23 +73,23 @@ class Streams:
         pending, self.pending = self.pending, []
         while len(pending) < steps:
             action = torch.randint(0, SPEC.num_actions, (self.n,), generator=self.g)
-            reward = torch.randn(self.n, generator=self.g)
+            reward = torch.rand(self.n, generator=self.g)
             ended = torch.zeros(self.n, dtype=torch.bool)
             pending.append(self.recorder.step(action, self._obs(), reward, ended, ended, RECORD_VERSION))
         return torch.stack(pending, dim=1).reshape(-1)
 
 
-def valid_chunk(actor_id: int, streams: Streams | None = None, steps: int = STEPS_PER_CHUNK) -> list:
-    td = (streams or Streams()).chunk(steps)
-    return wire.encode_chunk(td, actor_id, spec=SPEC)  # spec: checked valid before it leaves
+def valid_chunk(actor_id: int, token: str, streams: Streams | None = None, steps: int = STEPS_PER_CHUNK):
+    td = (streams or Streams(streams_of(actor_id))).chunk(steps)
+    return wire.encode_chunk(td, actor_id, token, spec=SPEC)  # spec: checked valid before it leaves
 
 
-def nan_reward_chunk(actor_id: int) -> list:
-    td = Streams().chunk()
+def nan_reward_chunk(actor_id: int, token: str) -> list:
+    td = Streams(streams_of(actor_id)).chunk()
     td["reward"][-1] = math.nan  # a record with time > 0: only the NaN is wrong
     with pytest.raises(ValueError):
-        wire.encode_chunk(td, actor_id, spec=SPEC)  # the test's own premise: these records are bad
-    return wire.encode_chunk(td, actor_id)
+        wire.encode_chunk(td, actor_id, token, spec=SPEC)  # the test's own premise: these records are bad
+    return wire.encode_chunk(td, actor_id, token)
 
 
 # --- the actor side -------------------------------------------------------------------------
@@ -87,15 +100,27 @@ class FakeActor:
     dealer: zmq.Socket
     pid: int
     host: str = "node-a"
+    actor_id: int = -1
+    token: str = ""  # the session token, once welcomed
 
     def control(self, kind: str, body: dict) -> None:
         self.dealer.send_multipart(wire.encode_control(kind, body))
 
-    def hello(self, actor_id: int = -1) -> None:
-        self.control("hello", {"actor_id": actor_id, "pid": self.pid, "host": self.host})
+    def raw_control(self, kind: str, body: dict) -> None:
+        """As a peer that skips encode_control's checks would send it."""
+        self.dealer.send_multipart([_prefix(wire.WIRE_VERSION, wire.KIND_CODES[kind]) + json.dumps(body).encode()])
 
-    def heartbeat(self, actor_id: int, counters=None) -> None:
-        self.control("heartbeat", {"actor_id": actor_id, "counters": counters or {"env_steps": 0}})
+    def hello(self, actor_id: int = -1, token: str = "", version: int = -1) -> None:
+        self.control("hello", {"actor_id": actor_id, "token": token, "pid": self.pid, "host": self.host,
+                               "version": version})
+
+    def heartbeat(self, counters=None, actor_id=None, token=None) -> None:
+        self.control("heartbeat", {"actor_id": self.actor_id if actor_id is None else actor_id,
+                                   "token": self.token if token is None else token,
+                                   "counters": counters or {"env_steps": 0}})
+
+    def chunk(self, streams: Streams | None = None, steps: int = STEPS_PER_CHUNK) -> None:
+        self.push.send_multipart(valid_chunk(self.actor_id, self.token, streams, steps))
 
     def recv(self, timeout_s: float = WAIT_S):
         """The next reply's frames, or None after ``timeout_s``."""
@@ -122,11 +147,12 @@ class FakeActor:
             pytest.fail(f"unexpected reply: {what}")
 
     def join(self, actor_id: int = -1) -> int:
-        """hello -> welcome + weights; returns the assigned id."""
+        """hello -> welcome + weights; returns the assigned id (the session is remembered)."""
         self.hello(actor_id)
         kind, body = self.expect_control()
-        assert kind == "welcome"
+        assert kind == "welcome", (kind, body)
         self.expect_weights()
+        self.actor_id, self.token = body["actor_id"], body["token"]
         return body["actor_id"]
 
 
@@ -136,6 +162,8 @@ class Rig:
     replay: object
     allow: threading.Event  # the server's may_receive
     new_actor: object  # (pid=..., host=...) -> FakeActor
+    ctx: zmq.Context
+    port: int
     actors: list = field(default_factory=list)
 
     def rejected(self) -> dict:
@@ -155,7 +183,8 @@ def bind_learner(ctx: zmq.Context):
     for _ in range(5):  # a port free a moment ago may be taken by the time we bind
         port = free_port_base()
         try:
-            return port, learner_sockets(ctx, f"tcp://127.0.0.1:{port}")
+            return port, learner_sockets(ctx, f"tcp://127.0.0.1:{port}",
+                                         records_max_bytes=wire.max_frame_bytes(SPEC, CAPACITY))
         except ValueError:
             continue
     raise RuntimeError("could not bind the learner's sockets")
@@ -165,13 +194,15 @@ def bind_learner(ctx: zmq.Context):
 def rig():
     ctx = zmq.Context()
     port, (pull, router, pub) = bind_learner(ctx)
-    replay = make_replay_buffer(ReplayConfig(capacity=CAPACITY), SPEC, seq_len=4)
+    replay = make_replay_buffer(ReplayConfig(capacity=CAPACITY), SPEC.unbounded(), seq_len=4)
     allow = threading.Event()
     allow.set()
     server = IngestServer(
         pull, router, SPEC, partial(replay.ingest, checked=True),
-        current_version=lambda: VERSION, current_weights=lambda: wire.encode_weights(VERSION, WEIGHTS),
-        config=CONFIG, credits=CREDITS, may_receive=allow.is_set)
+        current_version=lambda: VERSION,
+        current_weights=lambda: wire.encode_weights(VERSION, WEIGHTS, incarnation=INCARNATION),
+        incarnation=INCARNATION, config=CONFIG, num_envs=NUM_ENVS, max_records=CAPACITY,
+        credits=CREDITS, max_actors=MAX_ACTORS, may_receive=allow.is_set)
     sockets = [pull, router, pub]
 
     def new_actor(pid: int = 1000, host: str = "node-a") -> FakeActor:
@@ -184,7 +215,7 @@ def rig():
 
     server.start()
     try:
-        yield Rig(server, replay, allow, new_actor)
+        yield Rig(server, replay, allow, new_actor, ctx, port)
     finally:
         server.stop()
         server.join(5)
@@ -199,33 +230,38 @@ def rig():
 
 # --- 1. hello / welcome ---------------------------------------------------------------------
 
-def test_hello_assigns_ids_and_answers_with_config_credits_and_weights(rig):
+def welcome_of(actor_id: int, token: str, credits: int = CREDITS) -> dict:
+    return {"actor_id": actor_id, "token": token, "incarnation": INCARNATION, "config": CONFIG,
+            "credits": credits}
+
+
+def test_hello_assigns_ids_and_answers_with_a_session_config_credits_and_weights(rig):
     a = rig.new_actor(pid=1000)
     a.hello(-1)
     kind, body = a.expect_control()
-    assert (kind, body) == ("welcome", {"actor_id": 0, "config": CONFIG, "credits": CREDITS})
-    version, tensors = a.expect_weights()
-    assert version == VERSION and list(tensors) == list(WEIGHTS)
+    assert kind == "welcome" and len(body["token"]) == wire.TOKEN_HEX
+    assert body == welcome_of(0, body["token"])
+    version, incarnation, tensors = a.expect_weights()
+    assert (version, incarnation) == (VERSION, INCARNATION) and list(tensors) == list(WEIGHTS)
     for k, t in WEIGHTS.items():
         assert tensors[k].dtype == t.dtype and torch.equal(tensors[k], t), k
     a.expect_nothing()
-    st = rig.server.actors[0]
-    assert (st.host, st.pid, st.owed) == ("node-a", 1000, 0)
+    token = body["token"]
 
-    # a repeated hello (the actor resends until answered) keeps its id
+    # a repeated hello (the actor resends until answered) keeps its id and session
     a.hello(-1)
-    assert a.expect_control() == ("welcome", {"actor_id": 0, "config": CONFIG, "credits": CREDITS})
+    assert a.expect_control() == ("welcome", welcome_of(0, token))
     assert a.expect_weights()[0] == VERSION
 
-    # another process gets the next id
+    # another process gets the next id and a session of its own
     b = rig.new_actor(pid=1001)
     b.hello(-1)
-    assert b.expect_control() == ("welcome", {"actor_id": 1, "config": CONFIG, "credits": CREDITS})
+    kind, body = b.expect_control()
+    assert kind == "welcome" and body["actor_id"] == 1 and body["token"] != token
     assert b.expect_weights()[0] == VERSION
     b.expect_nothing()
     a.expect_nothing()  # b's welcome went to b only
     assert sorted(rig.server.actors) == [0, 1]
-    assert rig.server.actors[0].identity != rig.server.actors[1].identity
 
 
 # --- 2. chunks and credits ------------------------------------------------------------------
@@ -233,12 +269,12 @@ def test_hello_assigns_ids_and_answers_with_config_credits_and_weights(rig):
 def test_valid_chunk_is_stored_and_earns_one_credit(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    a.push.send_multipart(valid_chunk(0))
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 1})
+    a.chunk()
+    assert a.expect_control() == ack(CREDITS + 1)  # acks carry the session's total grant
     a.expect_nothing()  # exactly one credit per stored chunk
     s = rig.server
     assert (s.chunks, s.steps, len(rig.replay)) == (1, CHUNK_RECORDS, CHUNK_RECORDS)
-    assert s.streams_seen == set(STREAMS)
+    assert s.streams_seen == set(streams_of(0))
     assert (s.actors[0].steps, s.actors[0].version, s.actors[0].owed) == (CHUNK_RECORDS, RECORD_VERSION, 0)
     assert s.take_policy_lag() == VERSION - RECORD_VERSION
     assert s.take_policy_lag() is None  # taken
@@ -251,71 +287,211 @@ def test_throttled_learner_stores_chunks_but_owes_their_credits(rig):
     rig.allow.clear()  # training lags the replay ratio
     streams = Streams()
     for _ in range(CREDITS):
-        a.push.send_multipart(valid_chunk(0, streams))
+        a.chunk(streams)
     wait_until(lambda: rig.server.steps == CREDITS * CHUNK_RECORDS, what="both chunks stored")
     assert len(rig.replay) == CREDITS * CHUNK_RECORDS
     a.expect_nothing()  # no credit while throttled
     assert rig.server.actors[0].owed == CREDITS
 
-    # a throttled actor's heartbeat is answered, but with no credits
-    a.heartbeat(0)
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 0})
+    # a throttled actor's heartbeat is answered, but with no new credits
+    a.heartbeat()
+    assert a.expect_control() == ack(CREDITS)
     a.expect_nothing()
 
     rig.allow.set()  # training caught up: the owed credits are paid
-    paid = 0
-    while paid < CREDITS:
+    granted = CREDITS
+    while granted < 2 * CREDITS:
         kind, body = a.expect_control()
-        assert kind == "ack" and body["version"] == VERSION and body["credits"] >= 1
-        paid += body["credits"]
-    assert paid == CREDITS
+        assert kind == "ack" and body["credits"] > granted
+        granted = body["credits"]
+    assert granted == 2 * CREDITS
     a.expect_nothing()
     assert rig.server.actors[0].owed == 0
 
 
-# --- 4. rejected chunks ---------------------------------------------------------------------
+# --- 3. rejected chunks ---------------------------------------------------------------------
 
 def test_bad_values_chunk_is_rejected_and_still_returns_its_credit(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    a.push.send_multipart(nan_reward_chunk(0))
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 1})
+    a.push.send_multipart(nan_reward_chunk(0, a.token))
+    assert a.expect_control() == ack(CREDITS + 1)
     a.expect_nothing()
     assert rig.rejected() == {"bad_values": 1}
     s = rig.server
     assert (s.chunks, s.steps, len(rig.replay), s.streams_seen) == (0, 0, 0, set())
 
-    # the same from an actor the learner never heard of: counted, nobody to answer, no crash
-    a.push.send_multipart(nan_reward_chunk(7))
-    wait_until(lambda: rig.rejected() == {"bad_values": 2}, what="second rejection")
+    # the same from an actor the learner never heard of: refused before its records are read
+    a.push.send_multipart(nan_reward_chunk(7, "7" * wire.TOKEN_HEX))
+    wait_until(lambda: rig.rejected() == {"bad_values": 1, "bad_token": 1}, what="second rejection")
     a.expect_nothing()
     assert 7 not in s.actors  # a refused chunk registers nobody
     assert s.is_alive() and s.error is None
     assert (s.steps, len(rig.replay)) == (0, 0)
 
-    a.push.send_multipart(valid_chunk(0))  # the thread still ingests
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 1})
+    a.chunk()  # the thread still ingests
+    assert a.expect_control() == ack(CREDITS + 2)
     assert (s.steps, len(rig.replay)) == (CHUNK_RECORDS, CHUNK_RECORDS)
+
+
+def test_finite_but_absurd_records_are_rejected(rig):
+    """3e38 is finite: without the spec's magnitude bound it reaches the loss and poisons the weights."""
+    a = rig.new_actor()
+    assert a.join() == 0
+    for field_name, value in (("obs_continuous", 3e38), ("reward", 1e7), ("policy_version", 2**62)):
+        td = Streams().chunk()
+        td[field_name][-1] = value
+        a.push.send_multipart(wire.encode_chunk(td, 0, a.token))
+    wait_until(lambda: rig.rejected() == {"bad_values": 3}, what="three bad_values")
+    assert (rig.server.steps, len(rig.replay)) == (0, 0)
 
 
 def test_chunk_the_replay_refuses_is_counted_and_returns_its_credit(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    steps = CAPACITY // len(STREAMS) + 1  # valid records, but more than the buffer holds
-    a.push.send_multipart(valid_chunk(0, steps=steps))
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 1})
+    steps = CAPACITY // NUM_ENVS + 1  # valid records, but more than the buffer holds
+    big = Streams().chunk(steps)
+    server = rig.server
+    server.max_records = len(big)  # (the learner's own bound would refuse it first)
+    a.push.send_multipart(wire.encode_chunk(big, 0, a.token, spec=SPEC))
+    assert a.expect_control() == ack(CREDITS + 1)
     assert rig.rejected() == {"replay_rejected": 1}
-    assert (rig.server.chunks, rig.server.steps, len(rig.replay)) == (0, 0, 0)
+    assert (server.chunks, server.steps, len(rig.replay)) == (0, 0, 0)
 
 
 def test_chunk_with_wrong_fields_from_known_actor_returns_its_credit(rig):
     a = rig.new_actor()
     assert a.join() == 0
     td = Streams().chunk()
-    del td["xformed_reward"]  # the header names actor 0, but not the spec's fields
-    a.push.send_multipart(wire.encode_chunk(td, 0))
+    del td["xformed_reward"]  # the header names actor 0 and its token, but not the spec's fields
+    a.push.send_multipart(wire.encode_chunk(td, 0, a.token))
     wait_until(lambda: rig.rejected() == {"bad_fields": 1}, what="bad_fields rejection")
-    assert a.expect_control(timeout_s=1.0) == ("ack", {"version": VERSION, "credits": 1})
+    assert a.expect_control(timeout_s=1.0) == ack(CREDITS + 1)
+
+
+# --- 4. identity: a header cannot speak for another actor ------------------------------------
+
+def test_forged_chunks_are_dropped_and_earn_the_named_actor_nothing(rig):
+    a = rig.new_actor(pid=1)
+    assert a.join() == 0
+    intruder = rig.new_actor(pid=2, host="elsewhere")
+    forged_token = "ab" * (wire.TOKEN_HEX // 2)
+    for _ in range(3):  # valid records in actor 0's own streams, without its token
+        intruder.push.send_multipart(valid_chunk(0, forged_token))
+    wait_until(lambda: rig.rejected() == {"bad_token": 3}, what="three bad_token")
+    a.expect_nothing()  # no credits for actor 0 from someone else's chunks
+    assert (rig.server.steps, len(rig.replay), rig.server.actors[0].owed) == (0, 0, 0)
+    a.chunk()  # the real actor is unaffected
+    assert a.expect_control() == ack(CREDITS + 1)
+
+
+def test_records_of_other_streams_are_foreign_even_with_the_right_token(rig):
+    a, b = rig.new_actor(pid=1), rig.new_actor(pid=2)
+    assert (a.join(), b.join()) == (0, 1)
+    a.push.send_multipart(valid_chunk(0, a.token, Streams(streams_of(1))))  # actor 1's streams
+    a.push.send_multipart(valid_chunk(0, a.token, Streams([0, 99])))  # one stream far outside
+    assert a.expect_control() == ack(CREDITS + 1)  # out of flight: its credits come back
+    assert a.expect_control() == ack(CREDITS + 2)
+    assert rig.rejected() == {"foreign_streams": 2}
+    assert (rig.server.steps, rig.server.streams_seen) == (0, set())
+    episodes = [{"stream_id": 2, "return": 1.0, "length": 1, "policy_version": 0}]
+    a.push.send_multipart(wire.encode_control("episode", {"actor_id": 0, "token": a.token, "episodes": episodes}))
+    wait_until(lambda: rig.rejected() == {"foreign_streams": 3}, what="foreign episodes")
+    assert rig.server.take_episodes() == []
+
+
+def test_a_hello_naming_a_live_actor_is_refused_and_takes_nothing(rig):
+    a = rig.new_actor(pid=1, host="node-a")
+    assert a.join(3) == 3
+    b = rig.new_actor(pid=2, host="node-b")
+    b.hello(3)
+    kind, body = b.expect_control()
+    assert kind == "stop" and body["refused"] is True
+    assert body["reason"] == ("actor id 3 is in use by node-a:1; give every actor its own --actor-id "
+                              "or let the learner assign one")
+    b.expect_nothing()  # no welcome, no weights
+    b.hello(3, token="cd" * (wire.TOKEN_HEX // 2))  # a guessed token does not help
+    assert b.expect_control()[0] == "stop"
+    assert rig.rejected() == {"hello_refused": 2}
+    a.chunk()  # actor 3 keeps its route and its credits
+    assert a.expect_control() == ack(CREDITS + 1)
+    a.heartbeat()
+    assert a.expect_control() == ack(CREDITS + 1)
+    b.expect_nothing()
+
+
+def test_an_id_out_of_range_is_refused_and_does_not_move_the_allocator(rig):
+    a = rig.new_actor(pid=1)
+    a.hello(MAX_ACTORS)
+    kind, body = a.expect_control()
+    assert kind == "stop" and body["refused"] and f"outside [0, {MAX_ACTORS})" in body["reason"]
+    a.raw_control("hello", {"actor_id": 2**62, "token": "", "pid": 1, "host": "x", "version": -1})
+    b = rig.new_actor(pid=2)
+    assert b.join() == 0  # the next id issued is the learner's own
+    wait_until(lambda: rig.rejected() == {"hello_refused": 1, "bad_body": 1}, what="rejections")
+    assert set(rig.server.actors) == {0}
+
+
+def test_a_repeated_hello_keeps_what_the_actor_is_owed(rig):
+    a = rig.new_actor()
+    assert a.join() == 0
+    rig.allow.clear()
+    streams = Streams()
+    for _ in range(CREDITS):
+        a.chunk(streams)
+    wait_until(lambda: rig.server.actors[0].owed == CREDITS, what="owed credits")
+    a.hello(0, token=a.token)  # e.g. the actor heard nothing for a while and says hello again
+    assert a.expect_control() == ("welcome", welcome_of(0, a.token, CREDITS))
+    a.expect_weights()
+    rig.allow.set()
+    granted = 0
+    while granted < 2 * CREDITS:
+        kind, body = a.expect_control()
+        assert kind == "ack"
+        granted = body["credits"]
+    assert granted == 2 * CREDITS  # nothing it earned was lost
+
+
+def test_a_reconnected_control_connection_gets_the_replies(rig):
+    a = rig.new_actor()
+    assert a.join() == 0
+    a.chunk()
+    assert a.expect_control() == ack(CREDITS + 1)
+    rig.allow.clear()
+    a.chunk(Streams())
+    wait_until(lambda: rig.server.actors[0].owed == 1, what="an owed credit")
+    a.dealer.close(0)  # the control connection drops; a new one has a new ROUTER identity
+    a.dealer = rig.ctx.socket(zmq.DEALER)
+    a.dealer.connect(f"tcp://127.0.0.1:{rig.port + 1}")
+    a.heartbeat()  # the first message with the token moves the route
+    assert a.expect_control() == ack(CREDITS + 1)
+    rig.allow.set()
+    assert a.expect_control() == ack(CREDITS + 2)  # what was owed arrives on the new connection
+    a.dealer.close(0)
+
+
+def test_heartbeats_need_the_token_and_unknown_sessions_are_told_to_hello_again(rig):
+    a = rig.new_actor()
+    assert a.join() == 0
+    a.heartbeat(token="ef" * (wire.TOKEN_HEX // 2))
+    assert a.expect_control() == ("rejoin", {"incarnation": INCARNATION, "reason": "no session for actor 0 here"})
+    a.heartbeat(actor_id=5)  # an actor of a previous learner process: no session here
+    assert a.expect_control()[0] == "rejoin"
+    assert rig.rejected() == {"bad_token": 2}
+    assert set(rig.server.actors) == {0}  # nobody was registered by a heartbeat
+
+
+def test_bye_ends_the_session_and_frees_the_id(rig):
+    a = rig.new_actor(pid=1)
+    assert a.join(2) == 2
+    a.chunk()
+    assert a.expect_control() == ack(CREDITS + 1)
+    a.control("bye", {"actor_id": 2, "token": a.token})
+    wait_until(lambda: rig.server.connected() == 0, what="the bye")
+    b = rig.new_actor(pid=2)
+    assert b.join(2) == 2 and b.token != a.token
+    a.chunk()  # the old session's records are refused once the id has a new session
+    wait_until(lambda: rig.rejected() == {"bad_token": 1}, what="the old token refused")
 
 
 # --- 5. heartbeats ---------------------------------------------------------------------------
@@ -323,36 +499,55 @@ def test_chunk_with_wrong_fields_from_known_actor_returns_its_credit(rig):
 def test_heartbeat_is_acked_until_actors_are_told_to_stop(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    a.heartbeat(0, {"env_steps": 12, "send_blocked_s": 0.5})
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 0})
+    a.heartbeat({"env_steps": 12, "send_blocked_s": 0.5, "version": 4})
+    assert a.expect_control() == ack(CREDITS)
     a.expect_nothing()
-    assert rig.server.actors[0].counters == {"env_steps": 12, "send_blocked_s": 0.5}
+    assert rig.server.actors[0].counters == {"env_steps": 12, "send_blocked_s": 0.5, "version": 4}
+    assert rig.server.version_heard == 4
 
     rig.server.stop_actors = True
-    a.heartbeat(0)
-    assert a.expect_control() == ("stop", {"version": VERSION})
+    a.heartbeat()
+    assert a.expect_control() == ("stop", {"version": VERSION, "incarnation": INCARNATION,
+                                           "reason": "the learner is stopping", "refused": False})
     a.expect_nothing()
 
 
-def test_heartbeat_from_an_actor_of_a_previous_learner_gets_fresh_credits(rig):
+def test_reported_versions_raise_the_floor_within_bounds(rig):
+    """A resumed learner publishes above what its actors report; a lie cannot push it to 2**53."""
+    a, b = rig.new_actor(pid=1), rig.new_actor(pid=2)
+    a.hello(version=70)
+    kind, body = a.expect_control()
+    a.expect_weights()
+    a.actor_id, a.token = body["actor_id"], body["token"]
+    assert rig.server.version_heard == 70
+    b.hello(version=2**53)
+    assert b.expect_control()[0] == "welcome"
+    assert rig.server.version_heard == VERSION + 2**32
+    rig.server.versions_heard_until = 0  # the window after the learner's start has passed
+    a.heartbeat({"version": 10**12})
+    assert a.expect_control() == ack(CREDITS)
+    assert rig.server.version_heard == VERSION + 2**32
+
+
+def test_heartbeat_counters_are_a_fixed_bounded_set(rig):
     a = rig.new_actor()
-    a.heartbeat(3)  # never said hello to this learner
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 0})
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": CREDITS})
+    assert a.join() == 0
+    for counters in ({"env_steps": 10**30}, {f"key{i}": i for i in range(100)}):
+        a.raw_control("heartbeat", {"actor_id": 0, "token": a.token, "counters": counters})
+    wait_until(lambda: rig.rejected() == {"bad_body": 2}, what="two bad heartbeats")
     a.expect_nothing()
-    a.heartbeat(3)  # only once
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 0})
-    a.expect_nothing()
+    assert rig.server.actors[0].counters == {}
 
 
 # --- 6. episode stats -------------------------------------------------------------------------
 
-def test_episode_stats_are_collected(rig):
+def test_episode_stats_are_collected_and_bounded(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    episodes = [{"stream_id": 10, "return": 21.5, "length": 21, "policy_version": 3},
-                {"stream_id": 11, "return": -1.0, "length": 4, "policy_version": -1}]
-    a.push.send_multipart(wire.encode_control("episode", {"actor_id": 0, "episodes": episodes}))
+    episodes = [{"stream_id": 0, "return": 21.5, "length": 21, "policy_version": 3},
+                {"stream_id": 1, "return": -1.0, "length": 4, "policy_version": -1}]
+    body = {"actor_id": 0, "token": a.token, "episodes": episodes}
+    a.push.send_multipart(wire.encode_control("episode", body))
     got = []
     wait_until(lambda: got.extend(rig.server.take_episodes()) or len(got) >= len(episodes),
                what="episode stats")
@@ -360,6 +555,11 @@ def test_episode_stats_are_collected(rig):
     assert rig.server.take_episodes() == []  # taken once
     a.expect_nothing()  # stats earn no credit
     assert rig.rejected() == {}
+    absurd = [{**episodes[0], "return": 1e300}]  # more than max_abs_reward per step
+    a.push.send_multipart(wire.encode_control("episode", {**body, "episodes": absurd}))
+    a.push.send_multipart(wire.encode_control("episode", {**body, "token": "0" * wire.TOKEN_HEX}))
+    wait_until(lambda: rig.rejected() == {"bad_values": 1, "bad_token": 1}, what="two rejections")
+    assert rig.server.take_episodes() == []
 
 
 # --- 7. garbage ---------------------------------------------------------------------------
@@ -371,33 +571,32 @@ def _prefix(version: int, code: int) -> bytes:
 def test_garbage_on_both_sockets_is_counted_and_ingest_goes_on(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    good = valid_chunk(0)
+    good = valid_chunk(0, a.token)
+    v = wire.WIRE_VERSION
 
     # records socket
     a.push.send_multipart([b"garbage"])                                            # bad_magic
     a.push.send_multipart([_prefix(99, 1) + b"{}"])                                # bad_version
-    a.push.send_multipart([_prefix(1, 200) + b"{}"])                               # bad_kind
-    a.push.send_multipart(wire.encode_control("hello", {"actor_id": -1, "pid": 1, "host": "x"}))  # bad_kind
+    a.push.send_multipart([_prefix(v, 200) + b"{}"])                               # bad_kind
+    a.push.send_multipart(wire.encode_control("hello", {"actor_id": -1, "token": "", "pid": 1, "host": "x",
+                                                        "version": -1}))           # bad_kind
     a.push.send_multipart([bytes(f) for f in good[:-1]])                          # missing_frames (actor 0)
     a.push.send_multipart([*map(bytes, good), b"extra"])                          # too_many_frames (actor 0)
     # control socket
     a.dealer.send_multipart([b""])                                                 # bad_magic
-    a.dealer.send_multipart([_prefix(1, 4) + b"{not json"])                        # bad_header
-    a.dealer.send_multipart([_prefix(1, 4) + b'{"actor_id": 0}'])                  # bad_body
-    a.dealer.send_multipart([*wire.encode_control("bye", {"actor_id": 0}), b"x"])  # too_many_frames
-    a.control("ack", {"version": 1, "credits": 9})                                 # bad_kind: learner->actor
-    a.dealer.send_multipart(good)                                                  # bad_kind: chunk as control
+    a.dealer.send_multipart([_prefix(v, 4) + b"{not json"])                        # bad_header
+    a.dealer.send_multipart([_prefix(v, 4) + b'{"actor_id": 0}'])                  # bad_body
+    a.dealer.send_multipart([*wire.encode_control("bye", {"actor_id": 0, "token": a.token}), b"x"])
+    #                                                                                too_many_frames
+    a.control("ack", {"version": 1, "incarnation": INCARNATION, "credits": 9})     # bad_kind: learner->actor
+    a.dealer.send_multipart(good)                                                  # too_many_frames: a chunk
 
-    expected = {"bad_magic": 2, "bad_version": 1, "bad_kind": 4, "missing_frames": 1,
-                "too_many_frames": 2, "bad_header": 1, "bad_body": 1}
+    expected = {"bad_magic": 2, "bad_version": 1, "bad_kind": 3, "missing_frames": 1,
+                "too_many_frames": 3, "bad_header": 1, "bad_body": 1}
     wait_until(lambda: rig.rejected() == expected, what=f"rejections {expected}")
-    # the two truncated/padded chunks named actor 0: their credits come back; nothing else answers
-    paid = 0
-    while paid < 2:
-        kind, body = a.expect_control()
-        assert kind == "ack"
-        paid += body["credits"]
-    assert paid == 2
+    # the truncated chunk named actor 0 with its token: its credit comes back; the padded one
+    # is refused before its header is read (more frames than a chunk has), so nobody is named
+    assert a.expect_control() == ack(CREDITS + 1)
     a.expect_nothing()
     s = rig.server
     assert s.is_alive() and s.error is None
@@ -406,6 +605,20 @@ def test_garbage_on_both_sockets_is_counted_and_ingest_goes_on(rig):
     assert s.take_episodes() == []
 
     a.push.send_multipart(good)
-    assert a.expect_control() == ("ack", {"version": VERSION, "credits": 1})
+    assert a.expect_control() == ack(CREDITS + 2)
     assert (s.chunks, s.steps, len(rig.replay)) == (1, CHUNK_RECORDS, CHUNK_RECORDS)
     assert rig.rejected() == expected
+
+
+def test_many_frame_messages_are_discarded_without_stalling_the_control_socket(rig):
+    a = rig.new_actor()
+    assert a.join() == 0
+    flood = rig.new_actor(pid=2)
+    for _ in range(3):
+        flood.push.send_multipart([b""] * 100_000)  # a header frame and 99,999 more
+    flood.dealer.send_multipart([b""] * 100_000)
+    a.heartbeat()
+    assert a.expect_control() == ack(CREDITS)  # answered while the floods are discarded
+    wait_until(lambda: rig.rejected() == {"too_many_frames": 4}, timeout_s=30, what="four floods counted")
+    a.chunk()
+    assert a.expect_control() == ack(CREDITS + 1)
