@@ -85,6 +85,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 
+from mouse.replay.torchrl_compat import unchecked_tensordict
 from mouse.records import MAX_VERSION, RecordError, RecordSpec, validate_records
 
 if sys.byteorder != "little":  # frames are the tensors' native bytes
@@ -376,9 +377,8 @@ def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: 
         _check_frames(views, entries, (n,))
         records = {name: _copy_tensor(v, name, dtype, (n, *shape))
                    for v, (name, dtype, shape) in zip(views[1:], entries)}
-        # every tensor is a fresh [n, *shape] CPU tensor (frame lengths checked above): skip the
-        # constructor's per-field checks, which cost more than the copies
-        td = TensorDict._new_unsafe(records, batch_size=torch.Size([n]))
+        # every tensor is a fresh [n, *shape] CPU tensor (frame lengths checked above)
+        td = unchecked_tensordict(records, n)
         try:
             validate_records(td, spec)
         except RecordError as e:

@@ -111,3 +111,11 @@ class SamplerHooks(Sampler):
     @_rng.setter
     def _rng(self, generator: torch.Generator | None) -> None:
         self.generator = generator
+
+
+def unchecked_tensordict(fields: dict, n: int):
+    """A TensorDict [n] over ``fields`` (fresh CPU tensors of leading size n) without the
+    constructor's per-field checks, which cost more than the copies on the wire's decode path."""
+    from tensordict import TensorDict
+
+    return TensorDict._new_unsafe(fields, batch_size=torch.Size([n]))
