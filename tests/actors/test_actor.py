@@ -14,6 +14,8 @@ import time
 
 import pytest
 import torch
+
+from mouse.acting import acting_state
 import zmq
 
 from actors.actor import Actor, ActorRefused, connect
@@ -39,7 +41,7 @@ SPEC = INFO.spec
 
 def weights(seed: int) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
-    return build_model(CFG, INFO).state_dict()
+    return acting_state(build_model(CFG, INFO))  # what a learner publishes: no target heads
 
 
 def wait_until(cond, what: str, timeout_s: float = WAIT_S, step=None) -> None:
@@ -160,7 +162,7 @@ INC_A, INC_B, INC_IMPOSTOR = "aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "eeeeeeeeee
 
 
 def params_equal(model, state) -> bool:
-    return all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    return all(torch.equal(v, state[k]) for k, v in acting_state(model).items())
 
 
 # --- 1. a bad learner side ---------------------------------------------------------------------
