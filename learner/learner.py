@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 import zmq
 
+from mouse import wire
 from mouse.components import build_model, resolve_device
 from mouse.config import RunConfig, to_dict
 from mouse.envs import describe_env
