@@ -167,7 +167,7 @@ class Learner:
         """Rejected messages by reason (ingest's and the weights socket's)."""
         with self.ingest.lock:
             out = dict(self.ingest.rejected)
-        if self.publisher.subscriptions.ignored:
+        if self.publisher.subscriptions is not None and self.publisher.subscriptions.ignored:
             out["bad_subscription"] = self.publisher.subscriptions.ignored
         return out
 

@@ -34,9 +34,11 @@ log = logging.getLogger("mouse.learner")
 
 
 class WeightsPublisher:
-    def __init__(self, model: torch.nn.Module, pub: zmq.Socket, version: int, incarnation: int = 0):
+    def __init__(self, model: torch.nn.Module, pub: zmq.Socket, version: int,
+                 incarnation: str = "0" * wire.INCARNATION_HEX):
         self.pub, self.incarnation = pub, incarnation
-        self.subscriptions = SubscriptionGuard(pub)
+        # the learner's weights socket is an XPUB that sees subscriptions (a plain PUB sees none)
+        self.subscriptions = SubscriptionGuard(pub) if pub.socket_type == zmq.XPUB else None
         self.nonfinite = 0  # snapshots not sent: they held NaN or inf
         # the acting tensors, grouped by dtype, looked up once: they alias the model's parameters,
         # which the learner updates in place (optimizer steps, resuming before this is built)
@@ -103,7 +105,8 @@ class WeightsPublisher:
                 with self._cond:
                     while self._pending is None and not self._closing:
                         self._cond.wait(0.05)
-                        self.subscriptions.poll()
+                        if self.subscriptions is not None:
+                            self.subscriptions.poll()
                     if self._pending is None:
                         return
                     (version, flats, event), self._pending = self._pending, None

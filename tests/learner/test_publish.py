@@ -48,7 +48,7 @@ def test_actors_load_exactly_the_published_tensors():
     publisher = WeightsPublisher(learner_model, pub, 3)
     publisher.close()
     pub.close(0)
-    version, state = wire.decode_weights(publisher.frames)  # the first frames: built at once
+    version, _, state = wire.decode_weights(publisher.frames)  # the first frames: built at once
     assert version == 3
     assert not [k for k in state if "target" in k]  # targets stay with the learner
     assert set(state) == set(acting_state(actor_model)) and len(state) < len(actor_model.state_dict())
@@ -89,7 +89,8 @@ def test_broadcast_holds_the_weights_of_publish_time_and_the_newest_wins(pub_sub
     publisher.close()
     got = []
     while sub.poll(2000):
-        got.append(wire.decode_weights(sub.recv_multipart(copy=False)))
+        version, _, state = wire.decode_weights(sub.recv_multipart(copy=False))
+        got.append((version, state))
         if got[-1][0] == 3:
             break
     assert got and got[-1][0] == 3 and [v for v, _ in got] == sorted(v for v, _ in got)
