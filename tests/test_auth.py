@@ -225,23 +225,33 @@ def background():
             r.thread.join(WAIT_S)
 
 
-def attack(address: str, keys: ActorKeys | None, spec, seconds: float = 2.0) -> list:
+def attack(address: str, keys: ActorKeys | None, spec, seconds: float = 2.0, guess: bool = True) -> list:
     """Every frame a peer with ``keys`` (None: no CurveZMQ) receives while it does what an actor
-    does: sends a valid chunk of 16 records, says hello, subscribes to the weights."""
+    does: says hello, subscribes to the weights and, once welcomed, sends a valid chunk of 16
+    records with its session token. With ``guess`` it also queues, at once, a chunk with a guessed
+    token (PUSH queues before a connection: delivered if a handshake ever succeeds)."""
     push, dealer, sub = actor_sockets(zmq.Context.instance(), address, keys=keys)
-    hello = wire.encode_control("hello", {"actor_id": ATTACKER_ID, "pid": 1, "host": "attacker"})
-    # queued at once (PUSH queues before a connection): delivered if a handshake ever succeeds
-    push.send_multipart(wire.encode_chunk(stream_records(spec, 16, ATTACKER_STREAM), ATTACKER_ID))
-    got, deadline = [], time.monotonic() + seconds
+    hello = wire.encode_control("hello", {"actor_id": ATTACKER_ID, "token": "", "pid": 1, "host": "attacker",
+                                          "version": -1})
+    if guess:
+        push.send_multipart(wire.encode_chunk(stream_records(spec, 16, ATTACKER_STREAM), ATTACKER_ID, "ab" * 16))
+    got, deadline, sent = [], time.monotonic() + seconds, False
     try:
         while time.monotonic() < deadline:
             try:
-                dealer.send_multipart(hello, zmq.NOBLOCK)
+                if not sent:  # until welcomed, as an actor does
+                    dealer.send_multipart(hello, zmq.NOBLOCK)
             except zmq.Again:  # no connection (refused): the hello is dropped
                 pass
             for sock in (dealer, sub):
                 while sock.poll(0):
                     got.append(sock.recv_multipart())
+                    if wire.peek_kind(got[-1]) == "welcome" and not sent:
+                        body = wire.decode_control(got[-1])[1]
+                        own = body["actor_id"] * NUM_ENVS  # its first stream
+                        push.send_multipart(wire.encode_chunk(stream_records(spec, 16, own),
+                                                              body["actor_id"], body["token"]))
+                        sent = True
             time.sleep(0.1)
     finally:
         for s in (push, dealer, sub):
@@ -296,7 +306,7 @@ def test_only_allowed_actors_get_in(tmp_path, procs, background):
 
     # control: the same messages with the actors' keys are welcome (so the attacks above were
     # refused for their keys alone), and a key added to the allow-list is taken while running
-    got = attack(run.address, load_actor_keys(actor_dir), spec)
+    got = attack(run.address, load_actor_keys(actor_dir), spec, guess=False)
     assert any(wire.peek_kind(f) == "welcome" for f in got) and any(wire.is_weights(f) for f in got)
     wait_for(lambda: ATTACKER_ID in run.state()[0], WAIT_S, "the control peer's state")
     assert run.run.learner.guard.allowed() == 1
