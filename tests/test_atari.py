@@ -118,5 +118,5 @@ def test_pong_trains_inproc(tmp_path):
     run = InprocRun(cfg)
     s = run.run()
     assert not [e for e in run.actor_results.values() if isinstance(e, BaseException)], run.actor_results
-    assert s["env_steps"] >= 600 and s["updates"] > 0 and s["rejected"] == {}
+    assert s["env_steps"] >= 600 and s["updates"] > 0 and s["rejected"] == {}, s
     assert s["final_eval_return"] is not None and -21 <= s["final_eval_return"] <= 21
