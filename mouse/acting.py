@@ -55,19 +55,19 @@ def load_acting_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor])
     torch._foreach_copy_(list(own.values()), [state[k] for k in own])
 
 
+# tensordict's internal unchecked constructor (0.14; wire.py decodes chunks with it too)
+_NEW_UNSAFE = getattr(TensorDict, "_new_unsafe", None)
+
+
 def _unchecked_tensordict(tensors: dict[str, torch.Tensor], batch_size: torch.Size) -> TensorDict:
     """A TensorDict of tensors that already have the batch dims, without the constructor's checks.
 
     Acting builds one per vector step, and the checked constructor costs ~7x more
-    (about a tenth of a small model's forward). ``_new_unsafe`` is tensordict's
-    internal (0.14); without it we fall back to the checked constructor.
+    (~18 vs ~3 us here). Without ``_new_unsafe`` we fall back to the checked constructor.
     """
     if _NEW_UNSAFE is not None:
         return _NEW_UNSAFE(tensors, batch_size=batch_size)
     return TensorDict(tensors, batch_size=batch_size)
-
-
-_NEW_UNSAFE = getattr(TensorDict, "_new_unsafe", None)
 
 
 class ActingPolicy:
