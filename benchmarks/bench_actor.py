@@ -204,8 +204,8 @@ def weights_load_us(cfg: RunConfig, n: int = 200) -> dict[str, float]:
     learner_model, model = build_model(cfg, info), build_model(cfg, info).eval()
     full = [bytes(f) for f in wire.encode_weights(1, learner_model.state_dict(), incarnation=INCARNATION)]
     acting = [bytes(f) for f in wire.encode_weights(1, acting_state(learner_model), incarnation=INCARNATION)]
-    _, full_state = wire.decode_weights(full)
-    _, acting_tensors = wire.decode_weights(acting)
+    _, _, full_state = wire.decode_weights(full)
+    _, _, acting_tensors = wire.decode_weights(acting)
 
     def median_us(fn) -> float:
         times = []
