@@ -195,14 +195,17 @@ def breakdown(cfg: RunConfig, steps: int) -> dict[str, float]:
     return dict(zip(("act (model + select)", "env.step", "record", "take chunk"), parts / steps * 1e6))
 
 
+INCARNATION = "0" * wire.INCARNATION_HEX  # any learner incarnation id
+
+
 def weights_load_us(cfg: RunConfig, n: int = 200) -> dict[str, float]:
     """Thread CPU microseconds per weights message an actor takes (median of n)."""
     info = describe_env(cfg.env)
     learner_model, model = build_model(cfg, info), build_model(cfg, info).eval()
-    full = [bytes(f) for f in wire.encode_weights(1, learner_model.state_dict())]
-    acting = [bytes(f) for f in wire.encode_weights(1, acting_state(learner_model))]
-    _, full_state = wire.decode_weights(full)
-    _, acting_tensors = wire.decode_weights(acting)
+    full = [bytes(f) for f in wire.encode_weights(1, learner_model.state_dict(), incarnation=INCARNATION)]
+    acting = [bytes(f) for f in wire.encode_weights(1, acting_state(learner_model), incarnation=INCARNATION)]
+    _, _, full_state = wire.decode_weights(full)
+    _, _, acting_tensors = wire.decode_weights(acting)
 
     def median_us(fn) -> float:
         times = []

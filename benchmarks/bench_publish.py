@@ -48,6 +48,9 @@ from mouse.models import ModelConfig
 from mouse.train import make_optimizer, train_step
 
 
+INCARNATION = "0" * wire.INCARNATION_HEX  # any learner incarnation id
+
+
 def subscriber(port: int, stop) -> None:
     sub = zmq.Context.instance().socket(zmq.SUB)
     sub.setsockopt(zmq.SUBSCRIBE, b"")
@@ -86,7 +89,7 @@ class Mode:
         self.version += 1
         t0 = time.thread_time()  # the training thread's own work, whatever else runs on the machine
         if self.name == "before":  # the former Learner.publish, inline
-            frames = wire.encode_weights(self.version, cpu_state(self.model))
+            frames = wire.encode_weights(self.version, cpu_state(self.model), incarnation=INCARNATION)
             self.pub.send_multipart(frames, copy=False)
         else:
             self.publisher.publish(self.version)
@@ -101,7 +104,8 @@ def sender_cpu_ms(model, pub: zmq.Socket, n: int = 20) -> float:
     for v in range(1, n + 1):
         flats, event = publisher._snapshot()
         t0 = time.thread_time()
-        pub.send_multipart(wire.encode_weights(v, publisher._unflatten(flats, event)), copy=False)
+        pub.send_multipart(wire.encode_weights(v, publisher._unflatten(flats, event), incarnation=INCARNATION),
+                           copy=False)
         times.append(time.thread_time() - t0)
     return 1e3 * statistics.median(times)
 

@@ -72,13 +72,13 @@ step publish 90 "$py" benchmarks/bench_publish.py --device "$device" "${publish_
   --json "$out/publish.json"
 step run 200 "$py" -m mouse run --learner.device "$device" --num-actors 2 \
   --budget.max-minutes "$run_min" --budget.max-env-steps 0 --budget.solved-return inf \
-  --wandb.mode disabled --run-dir "$out/run"
+  --wandb.mode disabled --run-dir "$out/run-$$"  # a fresh run directory: never a resume
 
-"$py" - "$out" "$device" "$(( SECONDS - start ))" <<'EOF'
+"$py" - "$out" "$device" "$(( SECONDS - start ))" "$out/run-$$" <<'EOF'
 import json, sys
 from pathlib import Path
 
-out, device, seconds = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+out, device, seconds, run_dir = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
 rows = []
 t = json.loads((out / "train_step.json").read_text())
 for r in t["rows"]:
@@ -98,7 +98,7 @@ for r in p["rows"]:
         cost = f"{r['ms_per_publish']:.3f} ms/publish" if r["ms_per_publish"] else "no publish in time"
         rows.append((f"publish every {p['publish_every']}, hidden {r['hidden']}, {r['mode']}", cost,
                      f"{r['ms_per_update']:.4f} ms/update; {r['vs_none']:.3f}x updates/s of no publish"))
-s = json.loads((out / "run" / "summary.json").read_text())
+s = json.loads((run_dir / "summary.json").read_text())
 minutes = max(s["wall_minutes"], 1e-9)
 rows.append((f"mouse run, 2 actors, CartPole, {minutes:.1f} min",
              f"{s['env_steps'] / 60 / minutes:,.0f} env steps/s, {s['updates'] / 60 / minutes:,.1f} updates/s",

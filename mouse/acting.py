@@ -12,6 +12,7 @@ import torch
 from tensordict import TensorDict
 
 from mouse.models import select_action
+from mouse.replay.torchrl_compat import unchecked_tensordict
 
 # the fields the model reads; the rest of a record (q_star, ids) is not needed to act
 _MODEL_INPUTS = ("action", "reward", "done", "time")
@@ -55,21 +56,6 @@ def load_acting_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor])
     torch._foreach_copy_(list(own.values()), [state[k] for k in own])
 
 
-def _unchecked_tensordict(tensors: dict[str, torch.Tensor], batch_size: torch.Size) -> TensorDict:
-    """A TensorDict of tensors that already have the batch dims, without the constructor's checks.
-
-    Acting builds one per vector step, and the checked constructor costs ~7x more
-    (about a tenth of a small model's forward). ``_new_unsafe`` is tensordict's
-    internal (0.14); without it we fall back to the checked constructor.
-    """
-    if _NEW_UNSAFE is not None:
-        return _NEW_UNSAFE(tensors, batch_size=batch_size)
-    return TensorDict(tensors, batch_size=batch_size)
-
-
-_NEW_UNSAFE = getattr(TensorDict, "_new_unsafe", None)
-
-
 class ActingPolicy:
     """Chooses actions for N sub-envs from their recent records."""
 
@@ -106,5 +92,5 @@ class ActingPolicy:
                 step = {k: torch.cat([self.context[k][:, keep:], v], dim=1) for k, v in step.items()}
             self.context = step
         n, k = next(iter(step.values())).shape[:2]
-        out = self.model(_unchecked_tensordict(step, torch.Size([n, k])), last_only=True)  # [N]
+        out = self.model(unchecked_tensordict(step, (n, k)), last_only=True)  # [N]
         return select_action(out, self.policy, self.epsilon, action_mask, self.generator)

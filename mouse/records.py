@@ -322,7 +322,8 @@ class ChunkRecorder:
         self._versions = np.empty(k, dtype=np.int64)
 
     def reset(self, obs, policy_version: int = 0) -> None:
-        """Every stream starts an episode at time 0 (records already pending stay pending)."""
+        """Every stream starts an episode at time 0: before the first step or right after a
+        ``take()`` (pending records would not continue into a reset)."""
         self.time = np.zeros(self.num_envs, dtype=np.int64)
         self.done = np.zeros(self.num_envs, dtype=np.int64)
         zero = np.zeros(self.num_envs)
