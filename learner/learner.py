@@ -33,7 +33,7 @@ from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
 from mouse.transport import Guard, learner_sockets
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import checkpoint
 from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evaluate
 from .ingest import IngestServer
 from .monitor import ActorWatch, Monitor, Rates
@@ -92,7 +92,12 @@ class Learner:
         self.best_path = self.run_dir / "best.pt"
         self.replay_dir = self.run_dir / "replay"
         self.status_path = self.run_dir / "status.json"
-        if self.checkpoint_path.exists():
+        self.replay_written: int | None = None  # replay rows of the replay state saved last
+        self.checkpoints = self.checkpoint_failures = 0  # saves of this process, whole and failed
+        self.last_checkpoint: dict | None = None
+        self._status_failing = False
+        self.resumed_from: str | None = None
+        if checkpoint.exists(self.checkpoint_path):
             self._resume()
         e = cfg.eval
         self.eval_heads = acting_heads(heads_for(cfg.train, cfg.actor.policy), cfg.actor.policy)
@@ -112,7 +117,7 @@ class Learner:
 
     def _hooks(self) -> Hooks:
         return Hooks(train=self._train_once, publish=self.publish, start_eval=self._start_eval,
-                     poll_eval=self._poll_eval, checkpoint=self.save, log=self._log,
+                     poll_eval=self._poll_eval, checkpoint=self._periodic_save, log=self._log,
                      idle=self._idle)
 
     # --- sockets ------------------------------------------------------------------------------
@@ -172,31 +177,59 @@ class Learner:
         return out
 
     def _resume(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError) as e:  # a model of other settings: one line, not 40
-            first = str(e).strip().splitlines()[0]
-            raise ValueError(f"{self.checkpoint_path} does not fit this config's model ({first}); "
-                             "resume with the run's own config.json or use a new --run-dir") from None
+        """Model, optimizer and counters from the newest usable checkpoint, then the replay saved
+        with it (``checkpoint.resume`` reports a damaged file and falls back to the previous one)."""
+        state, path = checkpoint.resume(self.checkpoint_path, self.model, self.optimizer)
         self.version, self.updates = state["version"], state["updates"]
         self.env_steps0 = state["env_steps"]
         # counters of the run's earlier starts (absent in checkpoints of older versions)
         self.wall_s0 = float(state.get("wall_s", 0.0))
         self.best_eval = float(state.get("best_eval_return", -math.inf))
         self.best_by_head = dict(state.get("best_eval_by_head", {}))
-        log.info("resumed from %s: version %d, %d updates, %d env steps", self.checkpoint_path,
+        self.resumed_from = path.name
+        log.info("resumed from %s: version %d, %d updates, %d env steps", path,
                  self.version, self.updates, self.env_steps0)
         if self.cfg.learner.save_replay and self.replay_dir.exists():
-            self.replay.restore(self.replay_dir)
-            log.info("restored %d replay steps from %s", len(self.replay), self.replay_dir)
+            self.replay_written = checkpoint.restore_replay(self.replay, self.replay_dir,
+                                                            state.get("replay_written"))
 
-    def save(self) -> None:
-        save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.cfg,
-                        version=self.version, updates=self.loop.updates, env_steps=self.env_steps,
-                        wall_s=self.wall_s, best_eval_return=self.best_eval,
-                        best_eval_by_head=dict(self.best_by_head))
+    def save(self) -> bool:
+        """Replay (when ``learner.save_replay``), then the checkpoint naming that replay state
+        (``replay_written``), so a resume restores the two together. The counters are read after
+        the replay's rows were copied: they may count a chunk or two more (ingest goes on).
+
+        A write the disk refuses (full, read-only) is logged in one line and counted
+        (``checkpoint_failures``); what was on disk stays whole, the run goes on and the
+        next save (the next interval, or shutdown) tries again. False when a write failed."""
+        failed = []
+        if self.cfg.learner.save_replay:
+            try:
+                self.replay_written = self.replay.save(self.replay_dir)
+            except OSError as e:
+                failed.append(f"replay: {e}")
+        counters = dict(version=self.version, updates=self.loop.updates, env_steps=self.env_steps)
+        try:
+            checkpoint.save_checkpoint(self.checkpoint_path, self.model, self.optimizer, self.cfg,
+                                       replay_written=self.replay_written, wall_s=self.wall_s,
+                                       best_eval_return=self.best_eval,
+                                       best_eval_by_head=dict(self.best_by_head), **counters)
+        except OSError as e:
+            failed.append(f"checkpoint: {e}")
+        if failed:
+            self._save_failed("; ".join(failed))
+            return False
+        self.checkpoints += 1
+        self.last_checkpoint = {**counters, "replay_written": self.replay_written, "time": time.time()}
+        return True
+
+    def _save_failed(self, why: str) -> None:
+        self.checkpoint_failures += 1
+        log.error("saving to %s failed (%s); the files there stay as they were, the next save "
+                  "(every %g s) tries again", self.run_dir, why, self.cfg.learner.checkpoint_every_s)
+
+    def _periodic_save(self) -> None:
+        self.save()
+        self._write_status("running")  # supervisors see the new checkpoint (or the failure) now
 
     @property
     def env_steps(self) -> int:
@@ -288,9 +321,13 @@ class Learner:
             self.best_by_head[h] = max(self.best_by_head.get(h, -math.inf), result[f"eval/{h}/return"])
         if self.final_eval > self.best_eval:  # keep the evaluated weights, not the current ones
             self.best_eval = self.final_eval
-            save_checkpoint(self.best_path, self.evaluator.eval_model, None, self.cfg, version=version,
-                            updates=updates, env_steps=env_steps, eval_return=self.final_eval,
-                            eval_head=self.cfg.actor.policy)
+            try:
+                checkpoint.save_checkpoint(
+                    self.best_path, self.evaluator.eval_model, None, self.cfg, keep_previous=False,
+                    version=version, updates=updates, env_steps=env_steps, eval_return=self.final_eval,
+                    eval_head=self.cfg.actor.policy)
+            except OSError as e:  # a full disk costs best.pt this time, not the run
+                self._save_failed(f"best.pt: {e}")
         result["eval/best_return"] = self.best_eval
         self.monitor.log({**result, "eval/env_steps": env_steps}, step=self.loop.updates)
         solved = self.final_eval >= self.cfg.budget.solved_return
@@ -317,6 +354,7 @@ class Learner:
         m["replay/size"] = len(self.replay)
         m["actors/connected"] = self.ingest.connected()
         m["weights/version"] = self.version
+        m["checkpoint/failures"] = self.checkpoint_failures
         lag = self.ingest.take_policy_lag()
         if lag is not None:
             m["actors/policy_lag"] = lag
@@ -347,14 +385,24 @@ class Learner:
         with ingest.lock:
             actors = {str(a.actor_id): a.steps for a in ingest.actors.values()}
             streams = sorted(ingest.streams_seen)
-        write_status(self.status_path, {
+        status = {
             "state": state, "address": self.address, "env_steps": self.env_steps,
             "updates": self.loop.updates, "weights_version": self.version,
             "replay_size": len(self.replay), "actors_connected": ingest.connected(),
             "actor_steps": actors, "streams_seen": streams, "rejected": rejected,
             "stop_reason": self.loop.stop_reason,
             "auth_rejected": None if self.guard is None else self.guard.rejected(),
-        })
+            "checkpoints": self.checkpoints, "checkpoint_failures": self.checkpoint_failures,
+            "last_checkpoint": self.last_checkpoint, "resumed_from": self.resumed_from,
+        }
+        try:
+            write_status(self.status_path, status)
+        except OSError as e:  # a full disk must not end the run; say so once, not every interval
+            if not self._status_failing:
+                log.warning("status file %s not written: %s", self.status_path, e)
+            self._status_failing = True
+        else:
+            self._status_failing = False
 
     # --- shutdown ---------------------------------------------------------------------------------
     def _stop_actors(self) -> None:
@@ -377,14 +425,12 @@ class Learner:
     def _finish(self) -> dict:
         self._stop_actors()
         self.publish()
-        self.save()  # first, so a kill during the final evaluation still leaves a checkpoint
+        self.save()  # first, so a kill during the final evaluation still leaves a checkpoint (and replay)
         self._poll_eval(wait=True)  # one still running counts: it may have solved the run
         if self.solved_at is None:  # a solving evaluation is already the final one
             self._evaluate_now()
         self.monitor.console()  # the final evaluation's line
         self.save()  # with the best evaluation
-        if self.cfg.learner.save_replay:
-            self.replay.save(self.replay_dir)
         rejected = self.rejected()
         with self.ingest.lock:  # the ingest thread still runs: copy what it writes
             actors = dict(self.ingest.actors)

@@ -14,6 +14,7 @@ once, on the line after it finished, with the env steps its weights were taken a
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import logging
 import os
@@ -84,6 +85,7 @@ class Monitor:
         self.run = None
         self.fresh: dict[str, float] = {}  # logged since the last console line
         self.metrics_file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        self._write_failing = False
         if self.mode != "disabled":
             import wandb
 
@@ -115,8 +117,15 @@ class Monitor:
         """To metrics.jsonl and W&B now; to the console with the next ``console()``."""
         self.fresh.update(metrics)
         # one short line per log interval: cheap, and flushed so a crash loses nothing before it
-        self.metrics_file.write(json.dumps({"step": step, "time": time.time(), **metrics}, default=float) + "\n")
-        self.metrics_file.flush()
+        try:  # a full disk costs lines here (kept buffered while they fit), never the run
+            self.metrics_file.write(json.dumps({"step": step, "time": time.time(), **metrics}, default=float) + "\n")
+            self.metrics_file.flush()
+        except OSError as e:
+            if not self._write_failing:
+                log.warning("%s not written: %s", self.metrics_file.name, e)
+            self._write_failing = True
+        else:
+            self._write_failing = False
         if self.run is not None:
             self.run.log(metrics, step=step)
 
@@ -144,7 +153,8 @@ class Monitor:
                 self.run.summary[k] = v
 
     def finish(self) -> None:
-        self.metrics_file.close()
+        with contextlib.suppress(OSError):  # still full: the buffered lines are lost, the file closed
+            self.metrics_file.close()
         if self.live is not None:
             self.live.stop()
             self.live = None

@@ -25,14 +25,19 @@ HISTORY_FILE = "config-history.jsonl"
 def saved_config(run_dir: Path) -> RunConfig | None:
     """The config of the run in ``run_dir``; None when it holds none to continue (no checkpoint:
     whatever a start left there before its first checkpoint depends on no setting)."""
+    from . import checkpoint
+
     run_dir = Path(run_dir)
-    if not (run_dir / "checkpoint.pt").is_file():
+    if not checkpoint.exists(run_dir / "checkpoint.pt"):
         return None
     if (run_dir / "config.json").is_file():
         return load_config(run_dir / "config.json")
-    from .checkpoint import load_checkpoint  # a run from before config.json was written
-
-    return from_dict(RunConfig, load_checkpoint(run_dir / "checkpoint.pt")["config"])
+    for path in (run_dir / "checkpoint.pt", checkpoint.previous_path(run_dir / "checkpoint.pt")):
+        try:  # a run from before config.json was written
+            return from_dict(RunConfig, checkpoint.load_checkpoint(path)["config"])
+        except Exception:  # damaged: the learner's resume says which file and why, in one line
+            continue
+    return None
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -124,7 +124,8 @@ class LearnerConfig:
     checkpoint_every_s: float = 120.0
     """Seconds between checkpoints (one is always written at shutdown)."""
     save_replay: bool = False
-    """Save the replay buffer to RUN_DIR/replay at shutdown and restore it when resuming (can be large)."""
+    """Save the replay buffer to RUN_DIR/replay with every checkpoint (only the rows new since the
+    last save) and restore it when resuming; the directory holds about capacity steps."""
     log_every_s: float = 5.0
     """Seconds between metric logs (W&B and console)."""
     prefetch: int = 4

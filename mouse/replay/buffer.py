@@ -5,7 +5,7 @@
     len(replay)                      # stored steps
     replay.num_windows               # windows present for the current S
     batch = replay.sample(B, S)      # TensorDict [B, S], record fields only
-    replay.save(directory)           # storage, writer cursor, sampler index, rng
+    replay.save(directory)           # rows written since the last save, sampler index, rng
     replay.restore(directory)        # into a buffer built with the same config and spec
     replay.buffer                    # the torchrl ReplayBuffer (storage, writer, sampler)
 
@@ -30,8 +30,8 @@ slower on CPU). ``sample`` raises ``NoWindowError`` while no window exists;
 
 from __future__ import annotations
 
-import json
-import shutil
+import contextlib
+import re
 import threading
 from pathlib import Path
 
@@ -40,12 +40,13 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyMemmapStorage, LazyTensorStorage, ReplayBuffer
 
+from mouse.durable import fsync_dir, save_durably, write_file
 from mouse.records import RecordError, RecordSpec, continuity_problems, next_time, validate_records
 from mouse.replay.config import ReplayConfig
 from mouse.replay.sampler import StreamWindowSampler
 from mouse.replay.writer import FifoSliceWriter
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: incremental row files + state files (1: one directory per save)
 _BOOKKEEPING = ("stream_id", "time", "done")
 
 
@@ -92,6 +93,7 @@ class StreamReplay:
         self.spec = spec
         self._lock = threading.RLock()
         self._layout: dict | None = None  # without a spec, the first chunk fixes the fields
+        self._saved: tuple[Path, int, list] | None = None  # (directory, written, row files) of the last save
 
     @property
     def lock(self) -> threading.RLock:
@@ -191,48 +193,185 @@ class StreamReplay:
 
     # ------------------------------------------------------- save / restore
 
-    def save(self, directory) -> None:
-        """Write contents and sampler state to ``directory`` (replaced whole, via a temporary sibling)."""
-        path = Path(directory).absolute()
-        tmp = path.with_name(path.name + ".saving")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        with self._lock:
-            steps = len(self.buffer)
-            if self.storage.initialized:
-                self.storage.dumps(tmp / "storage")
-            self.buffer.writer.dumps(tmp / "writer")
-            self.sampler.dumps(tmp / "sampler")
-            torch.save({"rng": self.generator.get_state()}, tmp / "rng.pt")
-            meta = {"format": FORMAT_VERSION, "capacity": self.cfg.capacity, "steps": steps,
-                    "spec": self.spec.to_dict() if self.spec else None,
-                    "layout": {k: [str(d), list(s)] for k, (d, s) in (self._layout or {}).items()}}
-            (tmp / "replay.json").write_text(json.dumps(meta, indent=1))
-        old = path.with_name(path.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+    def save(self, directory, keep: int = 2) -> int:
+        """Save to ``directory`` what changed since this buffer's last save there; returns the
+        rows written so far (``written``, the saved state's name).
 
-    def restore(self, directory) -> None:
-        """Load what ``save`` wrote; the buffer must have the same capacity and record spec."""
-        path = Path(directory)
-        meta = json.loads((path / "replay.json").read_text())
-        if meta["format"] != FORMAT_VERSION:
-            raise ValueError(f"replay format {meta['format']} in {path}, expected {FORMAT_VERSION}")
-        if meta["capacity"] != self.cfg.capacity:
-            raise ValueError(f"saved replay has capacity {meta['capacity']}, this one {self.cfg.capacity}")
-        saved_spec = RecordSpec.from_dict(meta["spec"]) if meta["spec"] else None
-        if self.spec is not None and saved_spec is not None and saved_spec != self.spec:
-            raise ValueError(f"saved replay holds records of {saved_spec}, this buffer expects {self.spec}")
+        Incremental, for the FIFO ring: a row file ``rows-A-B.pt`` holds the records at write
+        positions A..B-1 (position g sits in slot g % capacity), and a state file ``state-W.pt``
+        holds the writer, sampler index and rng after W rows and names the row files that hold
+        the last min(W, capacity) rows. A save copies out, under the lock, only the rows written
+        since its last save to this directory (all of them the first time) and the small state,
+        then writes a new row file and a new state file, each fsynced before the next step, so a
+        kill at any point leaves the previous state whole. It then deletes states beyond the
+        newest ``keep`` and the row files no kept state names. ``OSError`` (a full disk) leaves
+        the previous states as they were; the next save writes what this one did not.
+        """
+        path = Path(directory).absolute()
+        path.mkdir(parents=True, exist_ok=True)
+        C = self.cfg.capacity
         with self._lock:
-            self.buffer.empty()
-            if meta["steps"]:
-                self.storage.loads(path / "storage")
-            self.buffer.writer.loads(path / "writer")
-            self.sampler.loads(path / "sampler")
-            self.generator.set_state(torch.load(path / "rng.pt", weights_only=True)["rng"])
-            if meta["layout"]:
-                self._layout = {k: (getattr(torch, d.removeprefix("torch.")), tuple(s))
-                                for k, (d, s) in meta["layout"].items()}
+            sampler = self.sampler.state_dict()  # copies
+            written = sampler["written"]
+            ours = self._saved is not None and self._saved[0] == path  # else a full save
+            last = self._saved if ours else (path, 0, [])
+            first = max(last[1], written - C)  # rows older than W - C are gone from the ring
+            rows = self._copy_rows(first, written) if first < written else None
+            state = {"format": FORMAT_VERSION, "capacity": C, "written": written,
+                     "spec": self.spec.to_dict() if self.spec else None,
+                     "layout": {k: [str(d), list(s)] for k, (d, s) in (self._layout or {}).items()},
+                     "writer": self.buffer.writer.state_dict(), "sampler": sampler,
+                     "rng": self.generator.get_state()}
+        segments = [seg for seg in last[2] if seg[1] > written - C]
+        if rows is not None:
+            rows_file = path / _rows_name(first, written)
+            write_file(rows_file, rows)
+            segments.append([first, written])
+        try:
+            save_durably({**state, "segments": segments}, path / _state_name(written))
+        except BaseException:  # no state names the rows: the next save writes them again
+            if rows is not None:
+                with contextlib.suppress(OSError):
+                    rows_file.unlink()
+            raise
+        self._saved = (path, written, segments)
+        self._prune(path, keep if ours else 1)
+        return written
+
+    def _copy_rows(self, first: int, end: int) -> dict[str, torch.Tensor]:
+        """Copies of the records at write positions first..end-1 (hold the lock)."""
+        C = self.cfg.capacity
+        start, n = first % C, end - first
+        slots = [slice(start, start + min(n, C - start))]
+        if n > C - start:  # wraps around
+            slots.append(slice(0, n - (C - start)))
+        stored = self.storage[:]  # views of the stored rows, slot order
+        return {key: torch.cat([col.as_subclass(torch.Tensor)[s] for s in slots])  # [n, ...] copies
+                for key, col in stored.items(True, True)}
+
+    def _prune(self, path: Path, keep: int) -> None:
+        """Keep the state just saved and the ``keep`` - 1 before it, and the row files they need.
+
+        A state after W rows needs the rows from position W - capacity on, so a row file ending
+        at or before (oldest kept W) - capacity goes. Every other row file here belongs to this
+        buffer's saves (``restore`` deletes the ones newer than the state it loads); with
+        ``keep`` 1 (the first save into a directory: whatever is there is not this buffer's)
+        only the row files of the state just saved stay."""
+        written, segments = self._saved[1:]
+        states = sorted(w for w, _ in _saved_states(path) if w <= written)[-keep:]
+        for w, file in _saved_states(path):
+            if w not in states:
+                file.unlink(missing_ok=True)
+        ours = {_rows_name(a, b) for a, b in segments}
+        for end, file in _row_files(path):
+            if file.name not in ours and (keep == 1 or end <= states[0] - self.cfg.capacity):
+                file.unlink(missing_ok=True)
+        fsync_dir(path)
+
+    def restore(self, directory, written: int | None = None) -> int:
+        """Load a state ``save`` wrote: the one after ``written`` rows if it is there and loads,
+        else the newest that loads; returns its ``written``. States newer than it are deleted
+        (a later save would mix them with this buffer's rows). Raises ``ReplayMismatch`` (a
+        ValueError) when it was saved for another capacity or record spec, ``UnreadableReplay``
+        when no state loads (the buffer is then empty)."""
+        path = Path(directory).absolute()
+        states = sorted(_saved_states(path), key=lambda s: (s[0] != written, -s[0]))
+        problems = []
+        for w, file in states:
+            try:
+                state = torch.load(file, weights_only=True)
+                self._check_saved(state, path)
+                with self._lock:
+                    self._load(path, state)
+            except ReplayMismatch:
+                raise
+            except Exception as e:  # a damaged or missing file: try the state before
+                problems.append(f"{file.name}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+                with self._lock:
+                    self.buffer.empty()
+                continue
+            # newer states and their rows are not this buffer's past: a later save must not mix them in
+            for newer, newer_file in states:
+                if newer > w:
+                    newer_file.unlink(missing_ok=True)
+            for _, file in _row_files(path):
+                if _row_range(file)[0] >= w:
+                    file.unlink(missing_ok=True)
+            self._saved = (path, w, state["segments"])
+            return w
+        if not problems:
+            raise UnreadableReplay(f"{path} holds no saved replay state")
+        raise UnreadableReplay(f"no saved replay state in {path} loads: {'; '.join(problems)}")
+
+    def _check_saved(self, state: dict, path: Path) -> None:
+        if state["format"] != FORMAT_VERSION:
+            raise ReplayMismatch(f"replay format {state['format']} in {path}, expected {FORMAT_VERSION}")
+        if state["capacity"] != self.cfg.capacity:
+            raise ReplayMismatch(f"saved replay has capacity {state['capacity']}, this one {self.cfg.capacity}")
+        saved_spec = RecordSpec.from_dict(state["spec"]) if state["spec"] else None
+        if self.spec is not None and saved_spec is not None and saved_spec != self.spec:
+            raise ReplayMismatch(f"saved replay holds records of {saved_spec}, this buffer expects {self.spec}")
+
+    def _load(self, path: Path, state: dict) -> None:
+        """Put the saved rows back into their slots, then the writer, sampler and rng (hold the lock)."""
+        C, written = self.cfg.capacity, state["written"]
+        first = max(0, written - C)
+        parts, expect = [], first
+        for a, b in state["segments"]:
+            rows = TensorDict(torch.load(path / _rows_name(a, b), weights_only=True), batch_size=[b - a])
+            if b <= expect or a > expect:
+                raise ValueError(f"row files do not cover positions {first}..{written - 1}")
+            parts.append(rows[expect - a:])
+            expect = b
+        if expect != written:
+            raise ValueError(f"row files end at position {expect}, the state at {written}")
+        self.buffer.empty()
+        if parts:
+            rows, start = torch.cat(parts), first % C  # [min(written, C)] records, write order
+            head = min(len(rows), C - start)
+            self.storage.set(slice(start, start + head), rows[:head])
+            if head < len(rows):
+                self.storage.set(slice(0, len(rows) - head), rows[head:])
+        self.buffer.writer.load_state_dict(state["writer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.generator.set_state(state["rng"])
+        if state["layout"]:
+            self._layout = {k: (getattr(torch, d.removeprefix("torch.")), tuple(s))
+                            for k, (d, s) in state["layout"].items()}
+
+
+class ReplayMismatch(ValueError):
+    """A saved replay of another capacity or record spec than the buffer restoring it."""
+
+
+class UnreadableReplay(RuntimeError):
+    """No saved replay state in a directory could be loaded."""
+
+
+def _rows_name(first: int, end: int) -> str:
+    return f"rows-{first:012d}-{end:012d}.pt"
+
+
+def _state_name(written: int) -> str:
+    return f"state-{written:012d}.pt"
+
+
+def _row_range(file: Path) -> tuple[int, int]:
+    first, end = file.stem.split("-")[1:]
+    return int(first), int(end)
+
+
+def _row_files(path: Path) -> list[tuple[int, Path]]:
+    """(end position, file) of each row file in ``path``."""
+    return [(_row_range(file)[1], file) for file in path.glob("rows-*.pt")
+            if re.fullmatch(r"rows-\d+-\d+\.pt", file.name)]
+
+
+def _saved_states(path: Path) -> list[tuple[int, Path]]:
+    """(written, file) of each state file in ``path``."""
+    found = []
+    for file in path.glob("state-*.pt"):
+        m = re.fullmatch(r"state-(\d+)\.pt", file.name)
+        if m:
+            found.append((int(m[1]), file))
+    return found
