@@ -182,6 +182,12 @@ class Learner:
                              "resume with the run's own config.json or use a new --run-dir") from None
         self.version, self.updates = state["version"], state["updates"]
         self.env_steps0 = state["env_steps"]
+        budget = self.cfg.budget.max_env_steps
+        if budget and self.env_steps0 >= budget:  # it would end at once and overwrite summary.json
+            raise ValueError(
+                f"{self.run_dir} has finished: its checkpoint holds {self.env_steps0:,} env steps, "
+                f"budget.max_env_steps is {budget:,} (its results are in summary.json); to train on, "
+                "raise --budget.max-env-steps")
         # counters of the run's earlier starts (absent in checkpoints of older versions)
         self.wall_s0 = float(state.get("wall_s", 0.0))
         self.best_eval = float(state.get("best_eval_return", -math.inf))

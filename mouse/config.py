@@ -100,6 +100,9 @@ class ActorConfig:
 class LearnerConfig:
     host: str = "127.0.0.1"
     """Address the learner binds (0.0.0.0 on a cluster); actors connect to it."""
+    advertise_host: str = ""
+    """Host name actors reach the learner by, written to RUN_DIR/learner.address once bound;
+    "" = host, or this machine's fully qualified name when host is 0.0.0.0."""
     port: int = 0
     """Records port (control port+1, weights port+2); 0 = free ports (logged, and in status.json)."""
     auth: Literal["auto", "on", "off"] = "auto"
