@@ -38,6 +38,7 @@ from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evalua
 from .ingest import IngestServer
 from .monitor import ActorWatch, Monitor, Rates
 from .publish import WeightsPublisher
+from .wandb_run import ActorRates
 from .schedule import Counters, Hooks, TrainLoop
 
 log = logging.getLogger("mouse.learner")
@@ -247,6 +248,7 @@ class Learner:
         self._batchifier: PrefetchBatchifier | None = None
         self._stats = _Interval()
         self._rates = Rates(self.env_steps, self.loop.updates)
+        self._actor_rates = ActorRates()
         self._write_status("running")
         try:
             while self.loop.tick():
@@ -334,6 +336,8 @@ class Learner:
         for reason, count in self.rejected().items():
             m[f"wire/rejected/{reason}"] = count
         m["train/nonfinite_weights"] = self.publisher.nonfinite
+        if self.cfg.wandb.actor_metrics:
+            m.update(self._actor_rates.take(self.ingest, self.version))
         self.monitor.log(m, step=self.loop.updates)
         self.monitor.console()
         self._log_actor_changes()
@@ -409,7 +413,7 @@ class Learner:
             "actor_versions": {str(a.actor_id): a.version for a in actors.values()},
             "rejected": rejected,
         }
-        self.monitor.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        self.monitor.summary(summary)
         return summary
 
     def _close(self, state: str) -> None:

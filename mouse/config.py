@@ -194,6 +194,9 @@ class WandbConfig:
     """Run name; "" = the run directory's name."""
     tags: tuple[str, ...] = ()
     """W&B tags."""
+    actor_metrics: bool = False
+    """Also log actors/<id>/env_steps_per_s and actors/<id>/policy_lag for every connected actor
+    (from the learner's own bookkeeping: no W&B run per actor)."""
 
 
 @dataclass(frozen=True)
