@@ -112,7 +112,7 @@ class WandbRun:
         w = self.cfg.wandb
         run = wandb.init(
             project=w.project, entity=w.entity or None, name=w.run_name or self.run_dir.name,
-            group=self.run_dir.name, job_type="learner", tags=list(w.tags),
+            group=w.group or self.run_dir.name, job_type="learner", tags=list(w.tags),
             config={**to_dict(self.cfg), "code": self.code}, dir=str(self.run_dir),
             mode=self.mode, id=wandb_run_id(self.run_dir), resume="allow",
             settings=wandb.Settings(

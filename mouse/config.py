@@ -192,6 +192,8 @@ class WandbConfig:
     """W&B entity (team or user); "" = your default."""
     run_name: str = ""
     """Run name; "" = the run directory's name."""
+    group: str = ""
+    """W&B group of the run; "" = the run directory's name (every start of a run directory in one group)."""
     tags: tuple[str, ...] = ()
     """W&B tags."""
     actor_metrics: bool = False
