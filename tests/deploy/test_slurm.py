@@ -34,12 +34,12 @@ from learner.address import this_host
 from mouse.status import read_status
 from tests.deploy.slurm_cluster import Cluster, ensure_installed
 from tests.run_helpers import small_run_flags
-from tests.wandb_files import offline_files, records, summary as wandb_summary, wait_finished
+from tests.wandb_files import offline_files, rows, summary as wandb_summary, wait_finished
 
 REPO = Path(__file__).resolve().parents[2]
 SLURM = REPO / "deploy" / "slurm"
 FLAGS = (*small_run_flags(2, wandb="offline"), "--budget.max-env-steps", "0",
-         "--budget.max-minutes", "10", "--learner.checkpoint-every-s", "3")
+         "--budget.max-minutes", "10", "--learner.checkpoint-every-s", "3", "--wandb.actor-metrics")
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +179,9 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
     run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
     assert run.run_group == "cartpole-slurm"
     assert wandb_summary(path)["updates"] == final["updates"]
+    # --wandb.actor-metrics: a line per actor in the runs that had actors
+    logged = {k for p in offline_files(run_dir) for row in rows(p) for k in row}
+    assert {f"actors/{i}/env_steps_per_s" for i in range(3)} <= logged, sorted(logged)
 
 
 def test_finished_run_is_refused_until_its_budget_is_raised(cluster, tmp_path):

@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -125,3 +127,23 @@ def test_a_killed_wandb_service_still_gives_a_finished_run(tmp_path):
     assert summary(second)["best_eval_return"] == 31.0
     assert any(r.WhichOneof("record_type") == "exit" for r in records(second))
     assert run_record(second).run_group == "run" and "eval/return" in definitions(second)
+
+
+def test_actor_rates_from_the_learners_bookkeeping():
+    """--wandb.actor-metrics: env steps/s over the interval and policy lag, per connected actor."""
+    from learner.wandb_run import ActorRates
+
+    clock = [50.0]
+    fresh, stale = time.monotonic(), time.monotonic() - 60  # seen now / a minute ago
+    actors = {b"a": SimpleNamespace(actor_id=0, steps=1000, version=7, last_seen=fresh),
+              b"b": SimpleNamespace(actor_id=1, steps=400, version=-1, last_seen=fresh),
+              b"c": SimpleNamespace(actor_id=2, steps=900, version=9, last_seen=stale)}
+    ingest = SimpleNamespace(lock=threading.Lock(), actors=actors, actor_timeout_s=10.0)
+    rates = ActorRates(clock=lambda: clock[0])
+    # the first interval has no rate yet; an actor without records has no lag; actor 2 is gone
+    assert rates.take(ingest, weights_version=10) == {"actors/0/policy_lag": 3}
+    clock[0] += 4.0
+    actors[b"a"].steps, actors[b"b"].steps, actors[b"b"].version = 1600, 420, 10
+    assert rates.take(ingest, weights_version=12) == {
+        "actors/0/env_steps_per_s": 150.0, "actors/0/policy_lag": 5,
+        "actors/1/env_steps_per_s": 5.0, "actors/1/policy_lag": 2}
