@@ -34,7 +34,7 @@ from learner.address import this_host
 from mouse.status import read_status
 from tests.deploy.slurm_cluster import Cluster, ensure_installed
 from tests.run_helpers import small_run_flags
-from tests.wandb_files import offline_files, rows, summary as wandb_summary, wait_finished
+from tests.wandb_records import rows, run_files, run_record, summary as wandb_summary, wait_finished
 
 REPO = Path(__file__).resolve().parents[2]
 SLURM = REPO / "deploy" / "slurm"
@@ -99,9 +99,8 @@ def wandb_run_finished(run_dir: Path, wandb_dir: str) -> dict:
     """The summary of the W&B run in ``wandb_dir``, from whichever of its service sessions
     finished it (two directories with one run id when its first service was killed)."""
     run_id = wandb_dir.rsplit("-", 1)[1]
-    for path in reversed([p for p in offline_files(run_dir) if p.name == f"run-{run_id}.wandb"]):
-        recs = wait_finished(path)
-        if any(r.WhichOneof("record_type") == "exit" for r in recs):
+    for path in reversed([p for p in run_files(run_dir) if p.name == f"run-{run_id}.wandb"]):
+        if wait_finished(path, timeout=10):
             return wandb_summary(path)
     raise AssertionError(f"W&B run {run_id} of {run_dir} was never finished")
 
@@ -173,14 +172,12 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
     assert len(list(run_dir.glob("slurm-actors-*.out"))) == 3
     # W&B's service was not signalled: one session finished the run, in the group of the run
     run_id = final["wandb_dir"].rsplit("-", 1)[1]
-    (path,) = [p for p in offline_files(run_dir) if p.name == f"run-{run_id}.wandb"]
-    recs = wait_finished(path)
-    assert any(r.WhichOneof("record_type") == "exit" for r in recs)
-    run = next(r.run for r in recs if r.WhichOneof("record_type") == "run")
-    assert run.run_group == "cartpole-slurm"
+    (path,) = [p for p in run_files(run_dir) if p.name == f"run-{run_id}.wandb"]
+    assert wait_finished(path)
+    assert run_record(path).run_group == "cartpole-slurm"
     assert wandb_summary(path)["updates"] == final["updates"]
     # --wandb.actor-metrics: a line per actor in the runs that had actors
-    logged = {k for p in offline_files(run_dir) for row in rows(p) for k in row}
+    logged = {k for p in run_files(run_dir) for row in rows(p) for k in row}
     assert {f"actors/{i}/env_steps_per_s" for i in range(3)} <= logged, sorted(logged)
 
 

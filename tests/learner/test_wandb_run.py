@@ -15,7 +15,7 @@ import pytest
 
 from learner.monitor import Monitor
 from mouse.cli import parse_run_config
-from tests.wandb_files import offline_files, records, rows, summary, wait_finished
+from tests.wandb_records import definitions, rows, run_files, run_record, summary, wait_finished
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -28,6 +28,7 @@ def _offline(monkeypatch):
 
 
 def monitor(run_dir: Path) -> Monitor:
+    run_dir.mkdir(parents=True)  # the learner makes it before its Monitor
     return Monitor(parse_run_config(["--wandb.mode", "offline", "--run-dir", str(run_dir)]), run_dir)
 
 
@@ -44,19 +45,6 @@ LEARNER_SUMMARY = {"best_eval_return": 31.0, "final_eval_return": 30.0, "env_ste
                    "wandb_dir": "ignored: not a number", "actors_seen": [0, 1]}
 
 
-def definitions(path: Path) -> dict[str, object]:
-    """{metric name or glob: its MetricRecord} of one .wandb file (the last definition wins)."""
-    out = {}
-    for r in records(path):
-        if r.WhichOneof("record_type") == "metric":
-            out[r.metric.name or r.metric.glob_name] = r.metric
-    return out
-
-
-def run_record(path: Path):
-    return next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")
-
-
 def test_dashboards_axes_group_config_and_summary(tmp_path):
     run_dir = tmp_path / "cartpole-7"
     m = monitor(run_dir)
@@ -64,8 +52,8 @@ def test_dashboards_axes_group_config_and_summary(tmp_path):
     m.summary(LEARNER_SUMMARY)
     m.finish()
 
-    (path,) = offline_files(run_dir)
-    wait_finished(path)
+    (path,) = run_files(run_dir)
+    assert wait_finished(path)
     defs = definitions(path)
     # env steps and wall time are x-axes (plotted against W&B's step themselves)
     assert defs["perf/env_steps"].step_metric == "" and defs["perf/elapsed_s"].step_metric == ""
@@ -86,7 +74,6 @@ def test_dashboards_axes_group_config_and_summary(tmp_path):
     assert (s["solved_at_env_steps"], s["solved_at_updates"], s["solved_at_minutes"]) == (3500, 35, 0.25)
     assert s["stop_reason"].startswith("solved") and "wandb_dir" not in s
     assert s["eval/return"]["max"] == 30.0  # the aggregate from the definition
-    assert any(r.WhichOneof("record_type") == "exit" for r in records(path))
 
 
 def wandb_core_children() -> set[int]:
@@ -119,13 +106,12 @@ def test_a_killed_wandb_service_still_gives_a_finished_run(tmp_path):
     m.summary(LEARNER_SUMMARY)
     m.finish()  # no exception
 
-    first, second = offline_files(run_dir)
-    wait_finished(second)
+    first, second = run_files(run_dir)
+    assert wait_finished(second)
     assert run_record(first).run_id == run_record(second).run_id  # one W&B run, two service sessions
     assert any(r.get("loss/total") for r in rows(first))  # flushed before the kill
     assert rows(second)[-1]["eval/return"] == 130.0  # logged after the kill, not lost
     assert summary(second)["best_eval_return"] == 31.0
-    assert any(r.WhichOneof("record_type") == "exit" for r in records(second))
     assert run_record(second).run_group == "run" and "eval/return" in definitions(second)
 
 
