@@ -100,11 +100,13 @@ live_actor_jobs() {
 }
 
 # Submit the learner job of run directory $1 with learner flags $2...; records learner.jobid.
-# A run directory that holds a run starts from the run's own config.json (flags on top).
+# A run directory that holds a run (a checkpoint) resumes it with the run's own config.json,
+# the flags on top.
 submit_learner() {
   local run_dir=$1 job
   shift
-  [ ! -f "$run_dir/config.json" ] || set -- --config "$run_dir/config.json" "$@"
+  [ ! -f "$run_dir/checkpoint.pt" ] || [ ! -f "$run_dir/config.json" ] ||
+    set -- --config "$run_dir/config.json" "$@"
   # the previous learner is gone (refuse_live): its address must not lead actors astray
   rm -f "$run_dir/learner.address"
   # shellcheck disable=SC2086  # SBATCH_LEARNER_ARGS is a list of options

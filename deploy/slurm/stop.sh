@@ -12,13 +12,14 @@ need_slurm
 learner=$(live_learner "$run_dir")
 [ -n "$learner" ] || die "$run_dir has no pending or running learner (learner.jobid:" \
   "$(cat "$run_dir/learner.jobid" 2>/dev/null || echo none))"
-state=$(job_state "$learner")
-if [ "$state" = PENDING ]; then
-  scancel "$learner"  # nothing started, nothing to save
-else
-  scancel --batch --signal=TERM "$learner"
-  echo "learner job $learner: asked to stop (checkpoint, final evaluation, summary.json)"
-fi
+case $(job_state "$learner") in
+  PENDING) scancel "$learner" ;; # nothing started, nothing to save
+  COMPLETING) ;;                 # already ending
+  *)
+    scancel --batch --signal=TERM "$learner"
+    echo "learner job $learner: asked to stop (checkpoint, final evaluation, summary.json)"
+    ;;
+esac
 wait_s=${MOUSE_STOP_WAIT_S:-600}
 for ((t = 0; t < wait_s; t += 2)); do
   [ -n "$(job_state "$learner")" ] || break

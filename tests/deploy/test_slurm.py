@@ -31,6 +31,7 @@ import pytest
 import torch
 
 from learner.address import this_host
+from learner.wandb_run import WANDB_FLUSH_S
 from mouse.status import read_status
 from tests.deploy.slurm_cluster import Cluster, ensure_installed
 from tests.run_helpers import small_run_flags
@@ -91,22 +92,48 @@ def wait_job_gone(cluster: Cluster, job: str, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
+def logged_metrics(run_dir: Path) -> set[str]:
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {k for line in lines if line.endswith("}") for k in json.loads(line)}
+
+
 def learner_job(run_dir: Path) -> str:
     return (run_dir / "learner.jobid").read_text().strip()
 
 
-def wandb_run_finished(run_dir: Path, wandb_dir: str) -> dict:
-    """The summary of the W&B run in ``wandb_dir``, from whichever of its service sessions
-    finished it (two directories with one run id when its first service was killed)."""
-    run_id = wandb_dir.rsplit("-", 1)[1]
-    for path in reversed([p for p in run_files(run_dir) if p.name == f"run-{run_id}.wandb"]):
+def wandb_file(wandb_dir: str) -> Path:
+    """The .wandb file of a learner's W&B session (summary.json's wandb_dir)."""
+    return Path(wandb_dir) / f"run-{wandb_dir.rsplit('-', 1)[1]}.wandb"
+
+
+def wandb_run_finished(run_dir: Path, wandb_dir: str) -> tuple[dict, int]:
+    """The summary of the W&B run of ``wandb_dir`` from the session that finished it (a later
+    directory with the same run id when the first session's service was killed), and which."""
+    first = wandb_file(wandb_dir)
+    sessions = [p for p in run_files(run_dir) if p.name == first.name and p.parent.name >= first.parent.name]
+    for i, path in enumerate(sessions):
         if wait_finished(path, timeout=10):
-            return wandb_summary(path)
-    raise AssertionError(f"W&B run {run_id} of {run_dir} was never finished")
+            return wandb_summary(path), i
+    raise AssertionError(f"the W&B run of {wandb_dir} was never finished: {sessions}")
+
+
+class Timer:
+    """Prints how long each phase took (pytest -s shows it; a failure shows it too)."""
+
+    def __init__(self):
+        self.start = self.last = time.monotonic()
+
+    def __call__(self, what: str, s: dict) -> None:
+        now = time.monotonic()
+        print(f"[{now - self.start:6.1f}s +{now - self.last:5.1f}s] {what}: actors_connected "
+              f"{s.get('actors_connected')}, updates {s.get('updates')}, env_steps {s.get('env_steps')}")
+        self.last = now
 
 
 def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
     run_dir = tmp_path / "cartpole-slurm"
+    note = Timer()
 
     # 1. launch: a learner and 2 actors train
     out = script(cluster, "launch.sh", run_dir, 2, *FLAGS).stdout
@@ -114,6 +141,7 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
     assert f"learner job {job1}" in out
     s = wait_status(cluster, run_dir, lambda s: s["actors_connected"] == 2 and s["updates"] > 0,
                     "2 actors connected and training")
+    note("launched: learner + 2 actors training", s)
     address = (run_dir / "learner.address").read_text().strip()
     assert address.startswith(f"tcp://{this_host()}:") and "0.0.0.0" not in address
     # a second launch on the live run directory is refused and touches nothing
@@ -126,8 +154,13 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
     script(cluster, "add-actors.sh", run_dir, 1)
     s = wait_status(cluster, run_dir, lambda t: t["actors_connected"] == 3 and t["updates"] > s["updates"],
                     "3 actors connected and more updates")
+    note("add-actors.sh 1: 3 actors", s)
     actor_jobs = (run_dir / "actors.jobids").read_text().split()
     assert len(actor_jobs) == 2
+    # --wandb.actor-metrics: the learner logs each actor's rate (metrics.jsonl: every metric logged)
+    wait_status(cluster, run_dir, lambda t: "actors/2/env_steps_per_s" in logged_metrics(run_dir),
+                "per-actor metrics of the third actor")
+    time.sleep(2 * WANDB_FLUSH_S)  # W&B's service writes its file every WANDB_FLUSH_S: then the kill
 
     # 3. the learner dies outright (a lost node): no checkpoint at exit, no word to the actors
     wait_status(cluster, run_dir, lambda t: (run_dir / "checkpoint.pt").exists(), "a periodic checkpoint")
@@ -143,6 +176,7 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
     # the actors of before rejoin by themselves: no actor job was added
     s = wait_status(cluster, run_dir, lambda t: t["actors_connected"] == 3 and t["updates"] > ckpt["updates"],
                     "the 3 running actors rejoining the resumed learner")
+    note(f"learner SIGKILLed at {ckpt['updates']} checkpointed updates, resume.sh: actors rejoined", s)
     assert (run_dir / "actors.jobids").read_text().split() == actor_jobs
 
     # 4. a plain scancel: SIGTERM to everything in the job, W&B's service included
@@ -150,9 +184,11 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
     wait_job_gone(cluster, job2)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["stop_reason"] == "signal 15" and summary["updates"] >= s["updates"]
-    assert wandb_run_finished(run_dir, summary["wandb_dir"])["updates"] == summary["updates"]
+    finished, session = wandb_run_finished(run_dir, summary["wandb_dir"])
+    assert finished["updates"] == summary["updates"] and finished["stop_reason"] == "signal 15"
     for job in actor_jobs:  # told to stop by the learner, the actors ended
         wait_job_gone(cluster, job)
+    note(f"plain scancel: summary.json, W&B run finished by session {session}", summary)
 
     # 5. resume (the learner alone: no actors are running), then the clean stop
     out = script(cluster, "resume.sh", run_dir).stdout
@@ -162,6 +198,7 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
                     "the learner resumed a second time")
     stopped = script(cluster, "stop.sh", run_dir)
     assert "stopped" in stopped.stdout, stopped.stderr
+    note("resume.sh (learner alone), then stop.sh: job COMPLETED", status(run_dir))
     assert cluster.job_field(job3, "JobState") == "COMPLETED" and cluster.job_field(job3, "ExitCode") == "0:0"
     assert not cluster.jobs().strip() and not (run_dir / "learner.address").exists()
     final = json.loads((run_dir / "summary.json").read_text())
@@ -170,13 +207,12 @@ def test_launch_scale_kill_resume_scancel_stop(cluster, tmp_path):
                       weights_only=True)["updates"] == final["updates"]
     assert "mouse run finished" in (run_dir / f"slurm-learner-{job3}.out").read_text()
     assert len(list(run_dir.glob("slurm-actors-*.out"))) == 3
-    # W&B's service was not signalled: one session finished the run, in the group of the run
-    run_id = final["wandb_dir"].rsplit("-", 1)[1]
-    (path,) = [p for p in run_files(run_dir) if p.name == f"run-{run_id}.wandb"]
+    # W&B's service was not signalled: the learner's own session finished the run, in the run's group
+    path = wandb_file(final["wandb_dir"])
     assert wait_finished(path)
     assert run_record(path).run_group == "cartpole-slurm"
     assert wandb_summary(path)["updates"] == final["updates"]
-    # --wandb.actor-metrics: a line per actor in the runs that had actors
+    # the per-actor metrics reached W&B too, although the first learner was killed with its service
     logged = {k for p in run_files(run_dir) for row in rows(p) for k in row}
     assert {f"actors/{i}/env_steps_per_s" for i in range(3)} <= logged, sorted(logged)
 
