@@ -13,7 +13,13 @@ learner=$(live_learner "$run_dir")
 [ -n "$learner" ] || die "$run_dir has no pending or running learner (learner.jobid:" \
   "$(cat "$run_dir/learner.jobid" 2>/dev/null || echo none))"
 case $(job_state "$learner") in
-  PENDING) scancel "$learner" ;; # nothing started, nothing to save
+  PENDING) # nothing started, nothing to save
+    actors=$(live_actor_jobs "$run_dir" | tr '\n' ' ')
+    # shellcheck disable=SC2086  # a list of job ids
+    scancel "$learner" $actors
+    echo "learner job $learner was still pending: cancelled with its actor jobs ${actors:-(none)}"
+    exit 0
+    ;;
   COMPLETING) ;;                 # already ending
   *)
     scancel --batch --signal=TERM "$learner"
