@@ -3,13 +3,13 @@ cleanly even when its W&B service was killed.
 
 Dashboards. Every chart's x-axis is ``perf/env_steps`` (env steps the learner has
 received); W&B's own step stays the update count, and ``perf/elapsed_s`` (wall time
-of this learner process) is the other x-axis to pick. Evaluations run beside training
+of the run, all its starts) is the other x-axis to pick. Evaluations run beside training
 and finish later than the weights they evaluate were taken, so the ``eval/*`` charts
-use ``eval/env_steps``, the env steps of those weights. The run is in the W&B group
-named after the run directory (``job_type`` learner), so every W&B run a run
-directory makes (resumes, evaluations) sits together; its config is the run's
-config plus ``code.git_commit``. Summaries: best and last evaluation return, the
-run's totals, and when it was solved.
+use ``eval/env_steps``, the env steps of those weights. Every start of a run
+directory logs to one W&B run (its id in RUN_DIR/wandb-id), in the W&B group
+named after the run directory (or ``wandb.group``; ``job_type`` learner); its
+config is the run's config plus ``code.git_commit``. Summaries: best and last
+evaluation return, the run's totals, and when it was solved.
 
 The W&B service (``wandb-core``) is a child process of the learner. On Slurm a plain
 ``scancel`` sends SIGTERM to every process of the job, the service too: it dies at

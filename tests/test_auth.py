@@ -382,7 +382,8 @@ def test_slurm_job_scripts_make_keys_and_pass_them(tmp_path):
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     env = {**mouse_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "MOUSE": f"{sys.executable} -m mouse",
-           "MOUSE_RUN_DIR": str(run_dir), "MOUSE_PORT": str(port)}
+           "MOUSE_RUN_DIR": str(run_dir), "MOUSE_PORT": str(port),
+           "MOUSE_LEARNER_JOB": "1"}  # no squeue here: the actor task waits for the address
     started = []
 
     def script(name, *args):

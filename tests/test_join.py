@@ -26,9 +26,10 @@ def test_address_file_connect_deadline_and_run_binding(tmp_path):
         assert (run / "learner.address").read_text().strip() == f"tcp://{this_host()}:{port}"
 
         address = f"tcp://127.0.0.1:{port}"
-        ours = Proc("ours", ["actor", "--learner", address, "--run-dir", f"{run}/../run/",
+        keys = ("--keys", run / "keys")  # off loopback the learner requires the run's keys
+        ours = Proc("ours", ["actor", "--learner", address, *keys, "--run-dir", f"{run}/../run/",
                              "--max-steps", 50, "--connect-timeout-s", 120], tmp_path)
-        other = Proc("other", ["actor", "--learner", address, "--run-dir", tmp_path / "other-run",
+        other = Proc("other", ["actor", "--learner", address, *keys, "--run-dir", tmp_path / "other-run",
                                "--connect-timeout-s", 120], tmp_path)
         nobody = Proc("nobody", ["actor", "--learner", f"tcp://127.0.0.1:{free_port_base()}",
                                  "--connect-timeout-s", 2], tmp_path)
