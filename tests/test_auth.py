@@ -433,7 +433,7 @@ def test_the_commands_accept_every_flag_the_manifests_pass(monkeypatch, capsys):
     cfg = seen["learner"]
     assert (cfg.run_dir, cfg.learner.host, cfg.learner.port) == ("/data/run", "0.0.0.0", 5555)
     assert (cfg.learner.auth, cfg.learner.keys_dir) == ("on", "/keys")
-    learner_addr, actor_id, max_steps, status_file, keys = seen["actor"]
+    learner_addr, actor_id, max_steps, status_file, keys, *_deadline_and_run = seen["actor"]
     assert (learner_addr, keys) == ("tcp://mouse-learner:5555", "/keys")
     for manifest in ("learner-statefulset.yaml", "actors-deployment.yaml"):
         sub, *rest = manifest_args(manifest)
