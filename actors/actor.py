@@ -90,8 +90,10 @@ def _decode_reply(frames) -> tuple[str, dict] | None:
         return None
 
 
-def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=None, keys=None):
-    """Say hello until the learner answers (it may start later than the actor).
+def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=None, keys=None,
+            timeout_s: float = 0.0):
+    """Say hello until the learner answers (it may start later than the actor), for at most
+    ``timeout_s`` seconds (0 = no limit; then ``TimeoutError``).
 
     The learner's welcome carries the session (actor id, assigned when ``actor_id`` < 0;
     token; incarnation; credits) and the run's config (actors and learner build the model
@@ -108,7 +110,7 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=No
     handshakes = HandshakeWatch()
     sockets = actor_sockets(ctx, learner, keys=keys, handshakes=handshakes)
     try:
-        joined = _say_hello(learner, actor_id, sockets[1], handshakes, stop, status_path, keys)
+        joined = _say_hello(learner, actor_id, sockets[1], handshakes, stop, status_path, keys, timeout_s)
     except BaseException:
         handshakes.close()
         for s in sockets:
@@ -120,7 +122,7 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=No
     return cfg, welcome.actor_id, sockets, weights, welcome
 
 
-def _say_hello(learner: str, actor_id: int, dealer, handshakes, stop, status_path, keys):
+def _say_hello(learner: str, actor_id: int, dealer, handshakes, stop, status_path, keys, timeout_s):
     """connect's loop: (cfg, Welcome, weights frames) once welcomed; raises on a refusal or stop."""
     hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if keys is None and learner.startswith("tcp://") \
         else ""
@@ -152,6 +154,8 @@ def _say_hello(learner: str, actor_id: int, dealer, handshakes, stop, status_pat
             error = refusal_message(learner, refused, keys)
             write_status(status_path, {"state": "refused", "learner": learner, "error": error})
             raise ValueError(error)
+        if timeout_s and time.monotonic() - start >= timeout_s:
+            raise TimeoutError(f"no answer from a learner at {learner} within {timeout_s:g}s{hint}")
         if time.monotonic() >= next_warning:
             next_warning += 10
             log.warning("no answer from the learner at %s after %.0fs, still trying%s",

@@ -8,6 +8,7 @@ given, and the weights.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 
 import torch
@@ -19,8 +20,12 @@ from .actor import Actor, connect
 log = logging.getLogger("mouse.actor")
 
 
+def _same_dir(a: str, b: str) -> bool:
+    return bool(a) and os.path.realpath(a) == os.path.realpath(b)
+
+
 def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "",
-         keys: str = "") -> dict:
+         keys: str = "", connect_timeout_s: float = 0.0, run_dir: str = "") -> dict:
     keys_pair = load_actor_keys(keys) if keys else None  # a missing file: one clear line, at once
     torch.set_num_threads(1)  # many actor processes share a node's cores
     status = status_file or None
@@ -36,9 +41,18 @@ def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str 
         signal.signal(sig, handler)
     try:
         cfg, actor_id, sockets, weights, welcome = connect(
-            learner, actor_id, stop=lambda: stop["now"], status_path=status, keys=keys_pair)
+            learner, actor_id, stop=lambda: stop["now"], status_path=status, keys=keys_pair,
+            timeout_s=connect_timeout_s)
     except KeyboardInterrupt:
         return {}
+    except TimeoutError as e:  # no learner (failed, finished, never started): one line, exit 1
+        raise SystemExit(f"error: {e}") from None
+    if run_dir and not _same_dir(cfg.run_dir, run_dir):
+        # another run's learner took the address (a port reused after ours ended)
+        for s in sockets:
+            s.close(0)
+        raise SystemExit(f"error: the learner at {learner} serves run directory {cfg.run_dir!r}, "
+                         f"not {run_dir!r}: this actor's run has ended there")
     actor = Actor(cfg, actor_id, sockets, weights, welcome, status_path=status)
     if stop["now"]:
         actor.stop("signal before start")

@@ -38,6 +38,7 @@ from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evalua
 from .ingest import IngestServer
 from .monitor import ActorWatch, Monitor, Rates
 from .publish import WeightsPublisher
+from .wandb_run import ActorRates
 from .schedule import Counters, Hooks, TrainLoop
 
 log = logging.getLogger("mouse.learner")
@@ -182,6 +183,12 @@ class Learner:
         state, path = checkpoint.resume(self.checkpoint_path, self.model, self.optimizer)
         self.version, self.updates = state["version"], state["updates"]
         self.env_steps0 = state["env_steps"]
+        budget = self.cfg.budget.max_env_steps
+        if budget and self.env_steps0 >= budget:  # it would end at once and overwrite summary.json
+            raise ValueError(
+                f"{self.run_dir} has finished: its checkpoint holds {self.env_steps0:,} env steps, "
+                f"budget.max_env_steps is {budget:,} (its results are in summary.json); to train on, "
+                "raise --budget.max-env-steps")
         # counters of the run's earlier starts (absent in checkpoints of older versions)
         self.wall_s0 = float(state.get("wall_s", 0.0))
         self.best_eval = float(state.get("best_eval_return", -math.inf))
@@ -274,6 +281,7 @@ class Learner:
         self._batchifier: PrefetchBatchifier | None = None
         self._stats = _Interval()
         self._rates = Rates(self.env_steps, self.loop.updates)
+        self._actor_rates = ActorRates()
         self._write_status("running")
         try:
             while self.loop.tick():
@@ -366,6 +374,8 @@ class Learner:
         for reason, count in self.rejected().items():
             m[f"wire/rejected/{reason}"] = count
         m["train/nonfinite_weights"] = self.publisher.nonfinite
+        if self.cfg.wandb.actor_metrics:
+            m.update(self._actor_rates.take(self.ingest, self.version))
         self.monitor.log(m, step=self.loop.updates)
         self.monitor.console()
         self._log_actor_changes()
@@ -449,7 +459,7 @@ class Learner:
             "actor_versions": {str(a.actor_id): a.version for a in actors.values()},
             "rejected": rejected,
         }
-        self.monitor.summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+        self.monitor.summary(summary)
         return summary
 
     def _close(self, state: str) -> None:

@@ -11,9 +11,7 @@ import dataclasses
 import json
 import logging
 import math
-import re
 import shutil
-import socket
 import time
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from mouse.envs import describe_env, reward_threshold
 from mouse.keys import learner_keys
 from mouse.transport import free_port_base
 
+from . import address as address_file
 from .learner import Learner, check_config
 from .resume import record_start, refuse_changes, saved_config
 
@@ -98,8 +97,8 @@ def learner_address(cfg: RunConfig) -> str:
 
 
 def actor_command(address: str, keys_dir: str) -> str:
-    """The `mouse actor` line that joins this learner (a wildcard host becomes this host's name)."""
-    address = re.sub(r"^tcp://(0\.0\.0\.0|\*|\[::\]):", f"tcp://{socket.getfqdn()}:", address)
+    """The `mouse actor` line that joins this learner at ``address`` (one actors can reach:
+    ``address.advertised``)."""
     keys = f" --keys {keys_dir}" if keys_dir else ""
     return f"mouse actor --learner {address}{keys}"
 
@@ -133,14 +132,18 @@ def main(cfg: RunConfig, on_ready=None, address: str | None = None, on_learner=N
     info = describe_env(cfg.env)  # env errors before anything is written too
     check_config(cfg, info)
     cfg = with_solved_return(cfg)
-    learner = Learner(cfg, run_dir, info)  # model, replay, checkpoint: still nothing written
+    # model, replay, checkpoint: still nothing written (a finished run is refused here)
+    learner = Learner(cfg, run_dir, info)
     created = prepare_run_dir(run_dir)
+    reachable = None
     try:
         address, keys_dir = _bind(learner, cfg, address, run_dir)
         record_start(run_dir, saved, cfg)
         save_config(cfg, run_dir / "config.json")
+        reachable = address_file.advertised(address, cfg.learner.advertise_host)
+        address_file.publish(run_dir, reachable)  # only now: the file means "a learner listens here"
         log.info("learner listening on %s (device %s, run directory %s); start actors with: %s",
-                 address, learner.device, run_dir, actor_command(address, keys_dir))
+                 address, learner.device, run_dir, actor_command(reachable, keys_dir))
         if on_learner is not None:
             on_learner(learner)
         if on_ready is not None:
@@ -151,6 +154,9 @@ def main(cfg: RunConfig, on_ready=None, address: str | None = None, on_learner=N
         if created and learner.monitor is None and not (run_dir / "checkpoint.pt").exists():
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
+    finally:
+        if reachable is not None:
+            address_file.withdraw(run_dir, reachable)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(format_summary(summary), flush=True)
     return summary

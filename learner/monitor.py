@@ -20,10 +20,11 @@ import logging
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 
-from mouse.config import RunConfig, WandbConfig, to_dict
+from mouse.config import RunConfig, WandbConfig
+
+from .wandb_run import WandbRun, summary_values
 
 log = logging.getLogger("mouse.monitor")
 
@@ -43,7 +44,6 @@ HEADLINE = (
     ("actors/policy_lag", "lag", "{:.1f}"),
     ("perf/batch_wait_fraction", "batch wait", "{:.1%}"),
 )
-WANDB_ID_FILE = "wandb-id"  # in the run directory: a resumed run logs to the same W&B run
 
 
 def wandb_mode(cfg: WandbConfig) -> str:
@@ -68,40 +68,14 @@ def headline(values: dict[str, float]) -> list[tuple[str, str]]:
     return rows
 
 
-def wandb_run_id(run_dir: Path) -> str:
-    """The run directory's W&B run id, made and stored on its first start."""
-    path = Path(run_dir) / WANDB_ID_FILE
-    if path.is_file() and path.read_text().strip():
-        return path.read_text().strip()
-    run_id = uuid.uuid4().hex[:12]  # W&B ids: letters and digits
-    path.write_text(run_id + "\n")
-    return run_id
-
-
 class Monitor:
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.mode = wandb_mode(cfg.wandb)
-        self.run = None
         self.fresh: dict[str, float] = {}  # logged since the last console line
         self.metrics_file = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
         self._write_failing = False
-        if self.mode != "disabled":
-            import wandb
-
-            os.environ.setdefault("WANDB_SILENT", "true")
-            self.run = wandb.init(
-                project=cfg.wandb.project,
-                entity=cfg.wandb.entity or None,
-                name=cfg.wandb.run_name or self.run_dir.name,
-                tags=list(cfg.wandb.tags),
-                config=to_dict(cfg),
-                dir=str(self.run_dir),
-                mode=self.mode,
-                id=wandb_run_id(self.run_dir),
-                resume="allow",
-                settings=wandb.Settings(console="off", x_disable_stats=True),
-            )
+        self.wandb = WandbRun(cfg, self.run_dir, self.mode) if self.mode != "disabled" else None
         self.live = None
         if sys.stdout.isatty():  # a table refreshed in place; plain lines when piped or logged
             from rich.live import Live
@@ -111,7 +85,7 @@ class Monitor:
 
     @property
     def files_dir(self) -> str | None:
-        return None if self.run is None else str(Path(self.run.dir).parent)
+        return None if self.wandb is None else self.wandb.files_dir
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """To metrics.jsonl and W&B now; to the console with the next ``console()``."""
@@ -126,8 +100,8 @@ class Monitor:
             self._write_failing = True
         else:
             self._write_failing = False
-        if self.run is not None:
-            self.run.log(metrics, step=step)
+        if self.wandb is not None:
+            self.wandb.log(metrics, step)
 
     def console(self) -> None:
         """One line (or the live table) of what was logged since the last call."""
@@ -148,9 +122,9 @@ class Monitor:
         return table
 
     def summary(self, values: dict) -> None:
-        if self.run is not None:
-            for k, v in values.items():
-                self.run.summary[k] = v
+        """The run's summary (``Learner``'s summary dict): its numbers, and solved_at spelled out."""
+        if self.wandb is not None:
+            self.wandb.summary(summary_values(values))
 
     def finish(self) -> None:
         with contextlib.suppress(OSError):  # still full: the buffered lines are lost, the file closed
@@ -158,9 +132,9 @@ class Monitor:
         if self.live is not None:
             self.live.stop()
             self.live = None
-        if self.run is not None:
-            self.run.finish()
-            self.run = None
+        if self.wandb is not None:
+            self.wandb.finish()
+            self.wandb = None
 
 
 class Rates:

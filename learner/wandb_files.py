@@ -43,20 +43,23 @@ def run_files(run_root: Path) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(str(Path(run_root) / "wandb" / "offline-run-*" / "run-*.wandb")))
 
 
+def records(path: Path) -> list:
+    """Every protobuf ``Record`` of one offline run file, in order."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    out = []
+    for raw in _chunks(Path(path).read_bytes()):
+        rec = pb.Record()
+        rec.ParseFromString(raw)
+        out.append(rec)
+    return out
+
+
 def history(run_root: Path) -> list[dict]:
     """Every logged row of the offline runs under ``run_root``/wandb, in order (W&B adds ``_step``,
     ``_timestamp`` and ``_runtime`` to each row)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
     files = run_files(run_root)
     if not files:
         raise ValueError(f"{run_root} has no offline W&B run files (wandb/offline-run-*/run-*.wandb)")
-    rows = []
-    for path in files:
-        for raw in _chunks(path.read_bytes()):
-            rec = pb.Record()
-            rec.ParseFromString(raw)
-            if rec.WhichOneof("record_type") == "history":
-                rows.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json)
-                             for i in rec.history.item})
-    return rows
+    return [{(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in rec.history.item}
+            for path in files for rec in records(path) if rec.WhichOneof("record_type") == "history"]

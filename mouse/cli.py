@@ -182,7 +182,7 @@ def _learner(argv: list[str], prog: str):
 
 def _actor(argv: list[str], prog: str):
     def actor(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str = "",
-              keys: str = "") -> dict:
+              keys: str = "", connect_timeout_s: float = 0.0, run_dir: str = "") -> dict:
         """Run one actor process against a learner (config and weights come from the learner).
 
         Args:
@@ -192,10 +192,14 @@ def _actor(argv: list[str], prog: str):
             status_file: Keep this JSON file up to date with the actor's state ("" = none).
             keys: CurveZMQ keys: DIR/learner.key (the one learner to trust), DIR/actor.key_secret.
                 "" = none (a learner that listens on loopback only, or has learner.auth off).
+            connect_timeout_s: Give up (exit 1) when no learner has answered within this many
+                seconds (0 = wait for ever).
+            run_dir: Join only the learner of this run directory (its config's run_dir); a learner
+                of another run on that address ends the actor (exit 1). "" = any learner.
         """
         from actors.main import main as actor_main
 
-        return actor_main(learner, actor_id, max_steps, status_file, keys)
+        return actor_main(learner, actor_id, max_steps, status_file, keys, connect_timeout_s, run_dir)
 
     with _one_line_config_errors():
         return tyro.cli(actor, args=argv, prog=prog)

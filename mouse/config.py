@@ -100,6 +100,9 @@ class ActorConfig:
 class LearnerConfig:
     host: str = "127.0.0.1"
     """Address the learner binds (0.0.0.0 on a cluster); actors connect to it."""
+    advertise_host: str = ""
+    """Host name actors reach the learner by, written to RUN_DIR/learner.address once bound;
+    "" = host, or this machine's fully qualified name when host is 0.0.0.0."""
     port: int = 0
     """Records port (control port+1, weights port+2); 0 = free ports (logged, and in status.json)."""
     auth: Literal["auto", "on", "off"] = "auto"
@@ -190,8 +193,13 @@ class WandbConfig:
     """W&B entity (team or user); "" = your default."""
     run_name: str = ""
     """Run name; "" = the run directory's name."""
+    group: str = ""
+    """W&B group of the run; "" = the run directory's name (every start of a run directory in one group)."""
     tags: tuple[str, ...] = ()
     """W&B tags."""
+    actor_metrics: bool = False
+    """Also log actors/<id>/env_steps_per_s and actors/<id>/policy_lag for every connected actor
+    (from the learner's own bookkeeping: no W&B run per actor)."""
 
 
 @dataclass(frozen=True)

@@ -109,8 +109,9 @@ def learner_sockets(ctx: zmq.Context, address: str, keys=None, records_max_bytes
         except zmq.ZMQError as e:
             for s in (pull, router, pub):
                 s.close(0)
-            raise ValueError(f"learner cannot bind {addr}: {e} (is another learner running? "
-                             "pick another --learner.port)") from None
+            raise ValueError(f"learner cannot bind {addr}: {e} (is another learner running on "
+                             "this host? give this one other ports: --learner.port, or MOUSE_PORT "
+                             "with the Slurm scripts)") from None
     return pull, router, pub
 
 

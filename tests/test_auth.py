@@ -392,7 +392,8 @@ def test_slurm_job_scripts_make_keys_and_pass_them(tmp_path):
     for f in bin_dir.iterdir():
         f.chmod(0o755)
     env = {**mouse_env(), "PATH": f"{bin_dir}:{os.environ['PATH']}", "MOUSE": f"{sys.executable} -m mouse",
-           "MOUSE_RUN_DIR": str(run_dir), "MOUSE_PORT": str(port)}
+           "MOUSE_RUN_DIR": str(run_dir), "MOUSE_PORT": str(port),
+           "MOUSE_LEARNER_JOB": "1"}  # no squeue here: the actor task waits for the address
     started = []
 
     def script(name, *args):
@@ -442,7 +443,7 @@ def test_the_commands_accept_every_flag_the_manifests_pass(monkeypatch, capsys):
     cfg = seen["learner"]
     assert (cfg.run_dir, cfg.learner.host, cfg.learner.port) == ("/data/run", "0.0.0.0", 5555)
     assert (cfg.learner.auth, cfg.learner.keys_dir) == ("on", "/keys")
-    learner_addr, actor_id, max_steps, status_file, keys = seen["actor"]
+    learner_addr, actor_id, max_steps, status_file, keys, *_deadline_and_run = seen["actor"]
     assert (learner_addr, keys) == ("tcp://mouse-learner:5555", "/keys")
     for manifest in ("learner-statefulset.yaml", "actors-deployment.yaml"):
         sub, *rest = manifest_args(manifest)

@@ -71,6 +71,11 @@ def test_resume_keeps_weights_counters_and_replay(tmp_path):
     flags = ("--learner.save-replay", "--replay.capacity", 20_000)
     s1, _ = run(config(tmp_path / "run", "--budget.max-env-steps", 1500, *flags))
     ckpt1 = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    # the same budget again would end at once and replace summary.json: refused, nothing written
+    summary1 = (tmp_path / "run" / "summary.json").read_text()
+    with pytest.raises(ValueError, match="has finished.*raise --budget.max-env-steps"):
+        run(config(tmp_path / "run", "--budget.max-env-steps", 1500, *flags))
+    assert (tmp_path / "run" / "summary.json").read_text() == summary1
     s2, r2 = run(config(tmp_path / "run", "--budget.max-env-steps", s1["env_steps"] + 1500, *flags))
     assert s2["updates"] > s1["updates"] and s2["weights_version"] > s1["weights_version"]
     assert s2["env_steps"] >= s1["env_steps"] + 1500

@@ -5,7 +5,8 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
-from learner.monitor import ActorWatch, Monitor, Rates, headline, wandb_run_id
+from learner.monitor import ActorWatch, Monitor, Rates, headline
+from learner.wandb_run import wandb_run_id
 from mouse.config import RunConfig, WandbConfig
 
 
