@@ -24,7 +24,6 @@ guessing reaches. Remembering the cue gets 1.
 from __future__ import annotations
 
 import gymnasium as gym
-import numpy as np
 from gymnasium import spaces
 
 CUE_RECALL_ID = "mouse/CueRecall-v0"
