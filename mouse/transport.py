@@ -54,7 +54,10 @@ ACTOR_SNDHWM = 64
 MAX_MESSAGE_BYTES = 1 << 30  # a peer sending a bigger frame is disconnected by zmq
 CONTROL_MAX_BYTES = 1 << 16  # hello, heartbeat, bye: a few hundred bytes
 CONTROL_HWM = 16  # control messages queued per connection, each way
-SUBSCRIPTION_MAX_BYTES = 64  # an actor's subscription is 1 byte (the empty topic)
+# an actor's subscription is 1 byte (the empty topic), but zmq applies the limit to CurveZMQ's
+# handshake commands too (HELLO 200 bytes, INITIATE ~290 with its metadata): below that no
+# actor of a learner with keys ever gets a weights connection
+SUBSCRIPTION_MAX_BYTES = 1024
 WEIGHTS_HWM = 4
 
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 import zmq
 import zmq.auth
@@ -33,7 +34,7 @@ from mouse.keys import (KEY_FILES, ActorKeys, auth_enabled, create_keys, learner
                         load_actor_keys, load_learner_keys)
 from mouse.launch import InprocRun
 from mouse.status import read_status
-from mouse.transport import actor_sockets, free_port_base
+from mouse.transport import Guard, accept_subscriptions, actor_sockets, free_port_base, learner_sockets
 from tests.run_helpers import Proc, mouse_env, read_summary, small_run_flags, stream_records, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -263,6 +264,32 @@ def keys_with(learner_public_from: Path, actor_pair_from: Path) -> ActorKeys:
     lp = load_actor_keys(learner_public_from).learner_public
     pub, sec = zmq.auth.load_certificate(actor_pair_from / "actor.key_secret")
     return ActorKeys(actor_pair_from, lp, pub, sec)
+
+
+def test_an_actor_with_keys_gets_the_weights_broadcast(tmp_path):
+    """The weights port speaks CurveZMQ too, and zmq's size limit on what a peer sends it applies
+    to the handshake: at 64 bytes (a subscription's worth) no SUB with keys ever connected, so
+    such actors only had the weights of their welcome."""
+    keys = create_keys(tmp_path / "keys")
+    ctx, address = zmq.Context(), f"tcp://127.0.0.1:{free_port_base()}"
+    guard = Guard(ctx, load_learner_keys(keys))
+    learner = learner_sockets(ctx, address, load_learner_keys(keys))
+    actor = actor_sockets(ctx, address, keys=load_actor_keys(keys))
+    pub, sub = learner[2], actor[2]
+    frames = wire.encode_weights(3, {"w": torch.ones(2)}, incarnation="0" * wire.INCARNATION_HEX)
+    got, deadline = None, time.monotonic() + 10  # a loopback handshake takes milliseconds
+    try:
+        while got is None and time.monotonic() < deadline:
+            accept_subscriptions(pub)  # PUB sends to subscribed connections only
+            pub.send_multipart(frames)
+            got = sub.recv_multipart() if sub.poll(100) else None
+    finally:
+        for s in (*actor, *learner):
+            s.close(0)
+        guard.close()
+        ctx.term()
+    assert got is not None, "no weights reached an actor's SUB socket over CurveZMQ"
+    assert wire.decode_weights(got)[0] == 3
 
 
 def test_only_allowed_actors_get_in(tmp_path, procs, background):
