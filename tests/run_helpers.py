@@ -54,14 +54,17 @@ def mouse_env(log_level: str = "INFO") -> dict:
 
 
 class Proc:
-    """`python -m mouse ARGS` in its own process group; output in NAME.out / NAME.err."""
+    """`python -m mouse ARGS` in its own process group; output in NAME.out / NAME.err.
 
-    def __init__(self, name: str, args, log_dir: Path, log_level: str = "INFO"):
+    ``prefix``: a command that execs the rest in place (so ``pid`` stays the mouse process),
+    e.g. ``ip netns exec NS`` to run it in another network namespace."""
+
+    def __init__(self, name: str, args, log_dir: Path, log_level: str = "INFO", prefix=()):
         self.name = name
         self.out_path, self.err_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
         with open(self.out_path, "wb") as out, open(self.err_path, "wb") as err:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "mouse", *map(str, args)], stdout=out, stderr=err,
+                [*prefix, sys.executable, "-m", "mouse", *map(str, args)], stdout=out, stderr=err,
                 stdin=subprocess.DEVNULL, cwd=REPO, env=mouse_env(log_level), start_new_session=True)
 
     @property
