@@ -9,6 +9,8 @@ plain pyzmq sockets sending what a real actor sends, and the command-line cases 
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shutil
 import signal
@@ -228,35 +230,40 @@ def background():
 
 def attack(address: str, keys: ActorKeys | None, spec, seconds: float = 2.0, guess: bool = True) -> list:
     """Every frame a peer with ``keys`` (None: no CurveZMQ) receives while it does what an actor
-    does: says hello, subscribes to the weights and, once welcomed, sends a valid chunk of 16
-    records with its session token. With ``guess`` it also queues, at once, a chunk with a guessed
-    token (PUSH queues before a connection: delivered if a handshake ever succeeds)."""
+    does: says hello (again after 3 s unanswered), subscribes to the weights and, once welcomed,
+    sends a valid chunk of 16 records with its session token. With ``guess`` it also queues, at
+    once, a chunk with a guessed token (PUSH queues before a connection: delivered if a handshake
+    ever succeeds). Without ``guess`` (a peer expected in) it waits up to 30 s for the welcome and
+    the weights."""
     push, dealer, sub = actor_sockets(zmq.Context.instance(), address, keys=keys)
     hello = wire.encode_control("hello", {"actor_id": ATTACKER_ID, "token": "", "pid": 1, "host": "attacker",
                                           "version": -1})
     if guess:
         push.send_multipart(wire.encode_chunk(stream_records(spec, 16, ATTACKER_STREAM), ATTACKER_ID, "ab" * 16))
-    got, deadline, sent = [], time.monotonic() + seconds, False
+    got, welcomed, said = [], False, -math.inf
+    deadline = time.monotonic() + (seconds if guess else 30.0)
     try:
         while time.monotonic() < deadline:
-            try:
-                if not sent:  # until welcomed, as an actor does
+            if not welcomed and time.monotonic() - said > 3.0:
+                with contextlib.suppress(zmq.Again):  # no connection (refused): the hello is dropped
                     dealer.send_multipart(hello, zmq.NOBLOCK)
-            except zmq.Again:  # no connection (refused): the hello is dropped
-                pass
+                    said = time.monotonic()
             for sock in (dealer, sub):
                 while sock.poll(0):
                     got.append(sock.recv_multipart())
-                    if wire.peek_kind(got[-1]) == "welcome" and not sent:
+                    if wire.peek_kind(got[-1]) == "welcome" and not welcomed:
                         body = wire.decode_control(got[-1])[1]
                         own = body["actor_id"] * NUM_ENVS  # its first stream
                         push.send_multipart(wire.encode_chunk(stream_records(spec, 16, own),
                                                               body["actor_id"], body["token"]))
-                        sent = True
+                        welcomed = True
+            if not guess and welcomed and any(wire.is_weights(f) for f in got):
+                break
             time.sleep(0.1)
     finally:
-        for s in (push, dealer, sub):
-            s.close(0)
+        push.close(linger=10_000)  # the welcomed chunk still goes out (the context lives on)
+        dealer.close(0)
+        sub.close(0)
     return got
 
 
