@@ -238,8 +238,10 @@ def attack(address: str, keys: ActorKeys | None, spec, seconds: float = 2.0, gue
     push, dealer, sub = actor_sockets(zmq.Context.instance(), address, keys=keys)
     hello = wire.encode_control("hello", {"actor_id": ATTACKER_ID, "token": "", "pid": 1, "host": "attacker",
                                           "version": -1})
-    if guess:
-        push.send_multipart(wire.encode_chunk(stream_records(spec, 16, ATTACKER_STREAM), ATTACKER_ID, "ab" * 16))
+    if guess:  # NOBLOCK: with no pipe (a handshake failed and is being retried) PUSH would block
+        with contextlib.suppress(zmq.Again):
+            push.send_multipart(wire.encode_chunk(stream_records(spec, 16, ATTACKER_STREAM), ATTACKER_ID,
+                                                  "ab" * 16), zmq.NOBLOCK)
     got, welcomed, said = [], False, -math.inf
     deadline = time.monotonic() + (seconds if guess else 30.0)
     try:
