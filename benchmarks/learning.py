@@ -180,9 +180,9 @@ def curve_table(runs: list[tuple[int, list[dict], dict | None]]) -> str:
         near = " ".join(f"{m // 1000}k:{'-' if r is None else f'{r:.0f}'}" for m, r in returns_near(metrics))
         rows.append([seed, len(evaluations(metrics)), fmt(s and s["best_eval_return"], "{:.1f}"),
                      fmt(s and s["final_eval_return"], "{:.1f}"), fmt(st and st["env_steps"]),
-                     fmt(s and s["env_steps"]), near, load(s)])
+                     fmt(s and s["env_steps"]), near, s and s["stop_reason"], load(s)])
     return table(["seed", "evals", "best", "final", f"env steps to {SOLVED:.0f}", "env steps", "return near",
-                  "load"], rows)
+                  "stopped by", "load"], rows)
 
 
 def memory_table(runs: dict[str, list[tuple[int, list[dict], dict | None]]]) -> str:
