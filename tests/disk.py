@@ -27,6 +27,9 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+_ZEROS = bytes(1 << 20)
+
+
 class Filler(threading.Thread):
     """Keeps at most ``leave`` bytes free on ``disk`` (what another job filling it would do: space a
     writer gives back is taken again) until ``release()``, which deletes what it wrote."""
@@ -41,11 +44,12 @@ class Filler(threading.Thread):
     def fill(self) -> None:
         with open(self.path, "ab", buffering=0) as f:
             free = shutil.disk_usage(self.path.parent).free
-            if free > self.leave:
-                try:
-                    f.write(b"\0" * (free - self.leave))
-                except OSError:  # someone wrote meanwhile: the next round looks again
-                    pass
+            while free > self.leave:
+                try:  # in pieces of at most 1 MiB: never more than ``leave`` below it
+                    f.write(_ZEROS[:min(free - self.leave, len(_ZEROS))])
+                except (OSError, MemoryError):  # someone wrote meanwhile (a tmpfs write can also
+                    return  # fail with ENOMEM, which Python raises as MemoryError): look again next round
+                free = shutil.disk_usage(self.path.parent).free
 
     def run(self) -> None:
         while not self._done.wait(0.02):
