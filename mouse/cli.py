@@ -287,6 +287,12 @@ def _setup_logging() -> None:
     logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines are colour-coded noise
 
 
+def console() -> None:
+    """The ``mouse`` script's entry point: ``main`` without its result, which the script would
+    pass to ``sys.exit`` (a run's summary dict there prints itself and exits 1)."""
+    main()
+
+
 def main(argv: list[str] | None = None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):

@@ -129,3 +129,17 @@ def test_config_history_file_is_json_lines(tmp_path):
     lines = [json.loads(x) for x in (tmp_path / "config-history.jsonl").read_text().splitlines()]
     assert [x["resume"] for x in lines] == [False, True]
     assert lines[1]["changed"] == {"num_actors": [2, 5]}
+
+
+def test_the_mouse_script_exits_0_after_a_finished_run(tmp_path):
+    """The installed ``mouse`` script (what ./dev.sh run and the deploy scripts call), not
+    ``python -m mouse``: a finished run exits 0, and no summary dict is printed as an error."""
+    from tests.run_helpers import small_run_flags
+
+    script = Path(sys.executable).parent / "mouse"
+    r = subprocess.run([str(script), "run", "--inproc", "--run-dir", str(tmp_path / "run"), "--num-actors", "1",
+                        *small_run_flags(2), "--budget.max-env-steps", "400"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "{'best_eval_return'" not in r.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"] >= 400
