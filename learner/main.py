@@ -22,6 +22,7 @@ from mouse.transport import free_port_base
 
 from . import address as address_file
 from .learner import Learner, check_config
+from .monitor import say
 from .resume import record_start, refuse_changes, saved_config
 
 log = logging.getLogger("mouse.learner")
@@ -158,5 +159,5 @@ def main(cfg: RunConfig, on_ready=None, address: str | None = None, on_learner=N
         if reachable is not None:
             address_file.withdraw(run_dir, reachable)
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(format_summary(summary), flush=True)
+    say(format_summary(summary))
     return summary

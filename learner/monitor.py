@@ -68,6 +68,18 @@ def headline(values: dict[str, float]) -> list[tuple[str, str]]:
     return rows
 
 
+def say(text: str) -> None:
+    """Print a console line. A closed stdout (the pipe's reader left: ``| head``, a dead tmux or
+    log collector) silences the console, never the run: stdout then goes to /dev/null, so this
+    and the interpreter's last flush succeed; the run's files still say everything."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, sys.stdout.fileno())
+        os.close(null)
+
+
 class Monitor:
     def __init__(self, cfg: RunConfig, run_dir: Path):
         self.run_dir = Path(run_dir)
@@ -110,8 +122,7 @@ class Monitor:
         if self.live is not None:
             self.live.update(self._table(rows))
         elif rows:
-            print(time.strftime("%H:%M:%S ") + " | ".join(f"{label} {value}" for label, value in rows),
-                  flush=True)
+            say(time.strftime("%H:%M:%S ") + " | ".join(f"{label} {value}" for label, value in rows))
 
     def _table(self, rows):
         from rich.table import Table

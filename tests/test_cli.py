@@ -143,3 +143,19 @@ def test_the_mouse_script_exits_0_after_a_finished_run(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "{'best_eval_return'" not in r.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"] >= 400
+
+
+def test_a_closed_stdout_silences_the_console_not_the_run(tmp_path):
+    """`mouse run ... | head -1`: the reader leaves after one line; the run goes on to its budget,
+    writes its summary and exits 0 (it died with BrokenPipeError)."""
+    from tests.run_helpers import small_run_flags
+
+    p = subprocess.Popen([sys.executable, "-m", "mouse", "run", "--inproc", "--run-dir", str(tmp_path / "run"),
+                          "--num-actors", "1", *small_run_flags(2), "--budget.max-env-steps", "1500"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdout.readline()  # the first console line
+    p.stdout.close()
+    err = p.stderr.read()
+    assert p.wait(300) == 0, err[-3000:]
+    assert "Exception in thread" not in err  # (torchrl's stdout logger may report one failed line)
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"] >= 1500
