@@ -37,7 +37,8 @@ from mouse.keys import (KEY_FILES, ActorKeys, auth_enabled, create_keys, learner
 from mouse.launch import InprocRun
 from mouse.status import read_status
 from mouse.transport import Guard, accept_subscriptions, actor_sockets, free_port_base, learner_sockets
-from tests.run_helpers import Proc, mouse_env, read_summary, small_run_flags, stream_records, wait_for
+from tests.run_helpers import (  # noqa: F401 (procs: a fixture)
+    mouse_env, procs, read_summary, small_run_flags, stream_records, wait_for)
 
 pytestmark = pytest.mark.timeout(300)
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,19 +46,6 @@ NUM_ENVS = 2
 WAIT_S = 120  # generous: another job may be using both cores
 ATTACKER_ID, ATTACKER_STREAM = 77, 900
 
-
-@pytest.fixture
-def procs(tmp_path):
-    """start(name, args) -> Proc: `mouse ARGS`, killed with its children at the end."""
-    started = []
-
-    def start(name, args):
-        started.append(Proc(name, args, tmp_path))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.kill_group()
 
 
 # --- keys on disk ---------------------------------------------------------------------------

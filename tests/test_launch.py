@@ -8,25 +8,13 @@ from __future__ import annotations
 import os
 import signal
 
-import pytest
 
 from mouse.status import read_status
-from tests.run_helpers import SMALL, Proc, actor_children, alive, cmdline, read_summary, wait_for
+from tests.run_helpers import (  # noqa: F401 (procs: a fixture)
+    SMALL, actor_children, alive, cmdline, procs, read_summary, wait_for)
 
 START_S, RUN_S = 120, 180
 
-
-@pytest.fixture
-def procs(tmp_path):
-    started = []
-
-    def start(name, args):
-        started.append(Proc(name, args, tmp_path))
-        return started[-1]
-
-    yield start
-    for p in started:
-        p.kill_group()
 
 
 def status(path) -> dict:
