@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 
-
 from mouse.status import read_status
 from tests.run_helpers import (  # noqa: F401 (procs: a fixture)
     SMALL, actor_children, alive, cmdline, procs, read_summary, wait_for)
