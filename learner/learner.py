@@ -39,7 +39,7 @@ from .ingest import IngestServer
 from .monitor import ActorWatch, Monitor, Rates
 from .publish import WeightsPublisher
 from .wandb_run import ActorRates
-from .schedule import Counters, Hooks, TrainLoop
+from .schedule import Counters, Hooks, LoopTimes, TrainLoop
 
 log = logging.getLogger("mouse.learner")
 
@@ -112,7 +112,8 @@ class Learner:
         self.guard: Guard | None = None  # the CurveZMQ authenticator when auth is on
         self.ingest: IngestServer | None = None
         self.monitor: Monitor | None = None
-        self.loop = TrainLoop(cfg, self._hooks(), Counters(
+        self.loop_times = LoopTimes()
+        self.loop = TrainLoop(cfg, self.loop_times.timed(self._hooks()), Counters(
             stored=lambda: len(self.replay), windows=lambda: self.replay.num_windows,
             inserted=lambda: self.ingest.steps, env_steps=lambda: self.env_steps), updates=self.updates)
 
@@ -283,6 +284,7 @@ class Learner:
         self._rates = Rates(self.env_steps, self.loop.updates)
         self._actor_rates = ActorRates()
         self._write_status("running")
+        self.loop_times.take()  # the loop's time starts now
         try:
             while self.loop.tick():
                 if self.ingest.error is not None:
@@ -353,7 +355,8 @@ class Learner:
     # --- logging and status ------------------------------------------------------------------------
     def _log(self) -> None:
         """One log interval: its metrics to W&B and one console line of what is new in it."""
-        m = self._stats.flush()
+        m = self.loop_times.take(batch_wait_s=self._stats.wait)
+        m.update(self._stats.flush())
         m["perf/env_steps"] = self.env_steps
         m["perf/updates"] = self.loop.updates
         m["perf/env_steps_per_s"], m["perf/updates_per_s"] = self._rates.take(self.env_steps,

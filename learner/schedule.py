@@ -8,14 +8,15 @@ drives it with a fake clock and fake callbacks; ``learner.learner.Learner``
 wires it to the real replay, optimizer, ingest thread and monitor.
 
 ``may_receive()`` is the backpressure decision the ingest thread asks before
-it returns credits to actors.
+it returns credits to actors. ``LoopTimes`` splits the loop's wall time by what
+it was spent on, for the learner's ``perf/loop/*`` metrics.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 from mouse.config import RunConfig
@@ -120,3 +121,52 @@ class TrainLoop:
             if self.updates % lc.publish_every == 0:
                 h.publish()
         return True
+
+
+class LoopTimes:
+    """Where the train loop's wall time goes, by hook, between two ``take()`` calls.
+
+    ``timed(hooks)`` returns hooks that add their own run time to their part: ``train``
+    (the whole train hook: batch wait and update), ``publish``, ``eval`` (start and poll),
+    ``checkpoint``, ``log`` and ``idle`` (warm-up, replay ratio: no update allowed yet). What
+    no hook took is the loop's own bookkeeping. On a GPU an update's kernels run on after
+    its call returns: their time shows where the next host sync waits (batch wait, log).
+    """
+
+    PARTS = {"train": "train", "publish": "publish", "start_eval": "eval", "poll_eval": "eval",
+             "checkpoint": "checkpoint", "log": "log", "idle": "idle"}
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self.seconds = dict.fromkeys(dict.fromkeys(self.PARTS.values()), 0.0)
+        self.since = clock()
+
+    def timed(self, hooks: Hooks) -> Hooks:
+        return Hooks(**{f.name: self._timer(self.PARTS[f.name], getattr(hooks, f.name))
+                        for f in fields(Hooks)})
+
+    def _timer(self, part: str, fn: Callable):
+        def run(*args):
+            t = self.clock()
+            try:
+                return fn(*args)
+            finally:
+                self.seconds[part] += self.clock() - t
+        return run
+
+    def take(self, batch_wait_s: float = 0.0) -> dict[str, float]:
+        """Each part's share of the wall time since the last take (``batch_wait_s`` of the train
+        hook's time was spent waiting for batches, the rest ``updating``), and ``not_training``:
+        the share spent neither updating nor idle (waiting for batches, publishing, evaluation,
+        checkpoints, logging, the loop itself)."""
+        now = self.clock()
+        wall = now - self.since
+        if wall <= 0:
+            return {}
+        out = {f"perf/loop/{part}": s / wall for part, s in self.seconds.items()}
+        out["perf/loop/batch_wait"] = batch_wait_s / wall
+        out["perf/loop/updating"] = (self.seconds["train"] - batch_wait_s) / wall
+        out["perf/loop/not_training"] = max(0.0, 1.0 - out["perf/loop/updating"] - out["perf/loop/idle"])
+        self.seconds = dict.fromkeys(self.seconds, 0.0)
+        self.since = now
+        return out

@@ -10,7 +10,7 @@ import math
 
 import pytest
 
-from learner.schedule import Counters, Hooks, TrainLoop
+from learner.schedule import Counters, Hooks, LoopTimes, TrainLoop
 from mouse.config import BudgetConfig, EvalConfig, LearnerConfig, RunConfig
 
 
@@ -199,3 +199,45 @@ def test_backpressure_off_when_max_ahead_is_zero():
     r = Rig(learner={"max_ahead_steps": 0})
     r.insert(1_000_000)
     assert r.loop.may_receive()
+
+
+def test_loop_times_split_wall_time_by_hook_and_reset_on_take():
+    clock = Clock()
+    times = LoopTimes(clock)
+
+    def spend(seconds, result=None):
+        def hook(*_):
+            clock.t += seconds
+            return result
+        return hook
+
+    hooks = times.timed(Hooks(train=spend(3.0, True), publish=spend(0.5), start_eval=spend(0.25, True),
+                              poll_eval=spend(0.25, False), checkpoint=spend(1.0), log=spend(0.5),
+                              idle=spend(4.0)))
+    assert hooks.train() is True and hooks.start_eval() is True and hooks.poll_eval() is False
+    for h in (hooks.publish, hooks.checkpoint, hooks.log, hooks.idle):
+        h()
+    clock.t += 0.5  # the loop's own bookkeeping: no hook's
+    shares = times.take(batch_wait_s=1.0)  # 1 s of the train hook's 3 s waited for a batch
+    assert shares == pytest.approx({
+        "perf/loop/train": 0.3, "perf/loop/batch_wait": 0.1, "perf/loop/updating": 0.2,
+        "perf/loop/publish": 0.05, "perf/loop/eval": 0.05, "perf/loop/checkpoint": 0.1,
+        "perf/loop/log": 0.05, "perf/loop/idle": 0.4, "perf/loop/not_training": 0.4})
+    clock.t += 2.0
+    hooks.train()  # the next interval starts from zero
+    assert times.take()["perf/loop/train"] == pytest.approx(0.6)
+
+
+def test_loop_times_keep_counting_when_a_hook_raises():
+    clock = Clock()
+    times = LoopTimes(clock)
+
+    def fail():
+        clock.t += 2.0
+        raise OSError("disk full")
+
+    hooks = times.timed(Hooks(train=fail, publish=fail, start_eval=fail, poll_eval=fail,
+                              checkpoint=fail, log=fail, idle=fail))
+    with pytest.raises(OSError):
+        hooks.checkpoint()
+    assert times.take()["perf/loop/checkpoint"] == pytest.approx(1.0)
