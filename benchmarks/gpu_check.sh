@@ -103,6 +103,15 @@ minutes = max(s["wall_minutes"], 1e-9)
 rows.append((f"mouse run, 2 actors, CartPole, {minutes:.1f} min",
              f"{s['env_steps'] / 60 / minutes:,.0f} env steps/s, {s['updates'] / 60 / minutes:,.1f} updates/s",
              f"best eval return {s['best_eval_return']:.1f}"))
+logged = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+logged = [m for m in logged if "perf/loop/not_training" in m]
+if logged:
+    share = {k: sum(m[k] for m in logged) / len(logged)
+             for k in ("perf/loop/updating", "perf/loop/idle", "perf/loop/not_training", "perf/loop/batch_wait")}
+    rows.append(("mouse run: the learner loop's wall time, mean of its log lines",
+                 f"{share['perf/loop/not_training']:.1%} not training",
+                 f"updating {share['perf/loop/updating']:.1%}, idle (replay ratio) {share['perf/loop/idle']:.1%}, "
+                 f"batch wait {share['perf/loop/batch_wait']:.1%} (goal: not training < 10%)"))
 w = max(len(r[0]) for r in rows)
 v = max(len(r[1]) for r in rows)
 print(f"\nGPU check on {device} ({t['device_name']}), {seconds} s in all; logs in {out}")

@@ -19,19 +19,24 @@ def filled(capacity=500, steps=20, streams=4, seq_len=8):
     return replay
 
 
-def test_batches_are_record_windows_on_the_device():
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_batches_are_record_windows_on_the_device(device):
     replay = filled()
     with PrefetchBatchifier(replay, batch_size=16, seq_len=8, prefetch=2, num_workers=2,
-                            device="cpu") as batches:
+                            device=device) as batches:
         assert batches.workers_alive == 2
         for _ in range(5):
             batch = next(batches)
             assert batch.batch_size == torch.Size([16, 8])
             assert set(batch.keys()) == set(CARTPOLE.fields())  # no torchrl bookkeeping keys
-            assert batch.device == torch.device("cpu")
+            assert batch.device.type == device
             assert batch["obs_continuous"].dtype == torch.float32 and batch["done"].dtype == torch.int64
-            assert not window_problems(batch)
-    assert batches.batches == 5 and not batches.pin_memory
+            assert not window_problems(batch.cpu())
+    assert batches.batches == 5
+    assert batches.pin_memory == (device == "cuda")  # pinned gathers, non-blocking copies on CUDA
 
 
 def test_a_seq_len_other_than_the_configured_one_reindexes():
