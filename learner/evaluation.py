@@ -69,17 +69,6 @@ def optimal_agreement(scores: torch.Tensor, q_star: torch.Tensor) -> torch.Tenso
     return optimal.gather(-1, scores.argmax(-1, keepdim=True)).squeeze(-1)  # [N]
 
 
-class _Tap:
-    """The model, keeping its last output: the evaluator scores the heads it acted with."""
-
-    def __init__(self, model):
-        self.model, self.cfg, self.out = model, model.cfg, None
-
-    def __call__(self, *args, **kwargs):
-        self.out = self.model(*args, **kwargs)
-        return self.out
-
-
 @torch.inference_mode()
 def play(model, head: str, env_cfg: EnvConfig, info: EnvInfo, context_len: int, episodes: int = 20,
          max_steps: int = 10_000, seed: int = 12345, binary_goal: bool = False, env=None,
@@ -93,8 +82,7 @@ def play(model, head: str, env_cfg: EnvConfig, info: EnvInfo, context_len: int, 
     try:
         recorder = StreamRecorder(info.spec, torch.arange(episodes), info.num_env_actions,
                                   q_star_table=info.q_star_table)
-        tap = _Tap(model)
-        acting = ActingPolicy(tap, head, context_len, epsilon=0.0, seed=seed)
+        acting = ActingPolicy(model, head, context_len, epsilon=0.0, seed=seed)
         rec = recorder.reset(env.reset(seed=seed)[0])
         returns = torch.zeros(episodes)
         lengths = torch.zeros(episodes, dtype=torch.int64)
@@ -104,12 +92,12 @@ def play(model, head: str, env_cfg: EnvConfig, info: EnvInfo, context_len: int, 
             action = acting.act(rec)
             live = ~finished
             if "q_star" in rec.keys():
-                ok = optimal_agreement(head_scores(tap.out, head, rec.get("action_mask", None)),
+                ok = optimal_agreement(head_scores(acting.out, head, rec.get("action_mask", None)),
                                        rec["q_star"])
                 agree += int((ok & live).sum())
                 visited += int(live.sum())
             if on_step is not None:
-                on_step(rec, tap.out, action, live)
+                on_step(rec, acting.out, action, live)
             obs, reward, term, trunc, _ = env.step(action.numpy())
             rec = recorder.step(action, obs, reward, term, trunc)
             returns += rec["reward"] * live

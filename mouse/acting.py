@@ -57,7 +57,14 @@ def load_acting_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor])
 
 
 class ActingPolicy:
-    """Chooses actions for N sub-envs from their recent records."""
+    """Chooses actions for N sub-envs from their recent records.
+
+    With a context (the transformer) it keeps the step embeddings of each sub-env's recent
+    records and embeds only the newest record at each step: the image encoder, the costly
+    part for pixels, runs once per frame instead of once per frame and context step. When
+    the embedder's weights change (new weights loaded, or trained in place), the whole
+    context is embedded again, so actions are always what the model computes on the window.
+    """
 
     def __init__(self, model, policy: str, context_len: int, epsilon: torch.Tensor | float = 0.0,
                  seed: int = 0):
@@ -68,9 +75,12 @@ class ActingPolicy:
         self.epsilon = epsilon
         self.generator = torch.Generator().manual_seed(seed)
         self.context: dict[str, torch.Tensor] | None = None  # [N, <=context_len] per model input
+        self.embedded: torch.Tensor | None = None  # the context's step embeddings [N, <=K, H]
+        self._embedder_versions: tuple[int, ...] = ()  # its weights' version counters then
+        self.out: TensorDict | None = None  # the heads the last actions were chosen from, [N]
 
     def reset(self) -> None:
-        self.context = None
+        self.context = self.embedded = None
 
     def act(self, records: TensorDict) -> torch.Tensor:
         """records: the newest record of each sub-env, [N]; returns actions [N]."""
@@ -85,12 +95,27 @@ class ActingPolicy:
         ``action_mask`` [N, A]."""
         step = {k: v.unsqueeze(1) for k, v in newest.items()}  # [N, 1]
         if self.context_len > 1:
-            if self.context is None:
-                step = {k: v.clone() for k, v in step.items()}  # kept: own the memory
-            else:  # the newest context_len records: [N, <=K]
-                keep = 1 - self.context_len
-                step = {k: torch.cat([self.context[k][:, keep:], v], dim=1) for k, v in step.items()}
-            self.context = step
-        n, k = next(iter(step.values())).shape[:2]
-        out = self.model(unchecked_tensordict(step, (n, k)), last_only=True)  # [N]
-        return select_action(out, self.policy, self.epsilon, action_mask, self.generator)
+            self.out = self.model.heads_at_last(self._embed(step))  # [N]
+        else:
+            n = next(iter(step.values())).shape[0]
+            self.out = self.model(unchecked_tensordict(step, (n, 1)), last_only=True)  # [N]
+        return select_action(self.out, self.policy, self.epsilon, action_mask, self.generator)
+
+    def _embed(self, step: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Step embeddings [N, <=K, H] of the newest context_len records, ``step`` [N, 1] last."""
+        keep = 1 - self.context_len
+        if self.context is None:
+            context = {k: v.clone() for k, v in step.items()}  # kept: own the memory
+        else:  # the newest context_len records: [N, <=K]
+            context = {k: torch.cat([self.context[k][:, keep:], v], dim=1) for k, v in step.items()}
+        # in-place weight changes (load_acting_state, optimizer steps) bump these counters
+        versions = tuple(p._version for p in self.model.embed.parameters())
+        if self.embedded is None or versions != self._embedder_versions:
+            n, k = next(iter(context.values())).shape[:2]
+            embedded = self.model.embed(unchecked_tensordict(context, (n, k)))
+        else:
+            n = next(iter(step.values())).shape[0]
+            newest = self.model.embed(unchecked_tensordict(step, (n, 1)))  # [N, 1, H]
+            embedded = torch.cat([self.embedded[:, keep:], newest], dim=1)
+        self.context, self.embedded, self._embedder_versions = context, embedded, versions
+        return embedded

@@ -77,12 +77,21 @@ class MouseModel(nn.Module):
         """
         feats = self.features(step_stream)  # [B, S, H]
         if last_only:
-            feats = feats[:, -1]  # [B, H]
+            return self._online(feats[:, -1])
         out = {h: head(feats) for h, head in self.online_heads.items()}
-        if not last_only:
-            detached = feats.detach()
-            for h, head in self.target_heads.items():
-                out[f"{h}_target"] = head(detached)
+        detached = feats.detach()
+        for h, head in self.target_heads.items():
+            out[f"{h}_target"] = head(detached)
+        return TensorDict(out, batch_size=feats.shape[:-1], device=feats.device)
+
+    def heads_at_last(self, embedded: torch.Tensor) -> TensorDict:
+        """The online heads at the last step of ``embedded`` [B, S, H] (``self.embed``'s step
+        embeddings of a window with no padding): ``forward(window, last_only=True)`` for a caller
+        that keeps the embeddings of the window's earlier steps (acting)."""
+        return self._online(self.backbone(embedded)[:, -1])
+
+    def _online(self, feats: torch.Tensor) -> TensorDict:  # feats [B, H] -> TensorDict[B]
+        out = {h: head(feats) for h, head in self.online_heads.items()}
         return TensorDict(out, batch_size=feats.shape[:-1], device=feats.device)
 
     def polyak_update(self, **taus: float | torch.Tensor) -> None:

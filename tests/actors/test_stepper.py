@@ -65,14 +65,18 @@ def test_transformer_acts_from_the_last_seq_len_minus_one_records():
     assert cfg.acting_context == 4
     stepper, model = make_stepper(cfg)
     seen = []
-    model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
     for _ in range(7):
         stepper.step()
-    assert [c.shape[1] for c in seen] == [1, 2, 3, 4, 4, 4, 4]  # [N, context]
+        seen.append(dict(stepper.policy.context))
+    assert [c["time"].shape[1] for c in seen] == [1, 2, 3, 4, 4, 4, 4]  # [N, context]
     records = torch.stack(stepper.pending, dim=1)  # [N, 8]: the reset record + 7 steps
     last = seen[-1]  # the 7th action (step 6) is chosen from records 3..6
-    for key in ("time", "action", "reward", "done", "obs_continuous"):
+    keys = ("time", "action", "reward", "done", "obs_continuous")
+    for key in keys:
         assert torch.equal(last[key], records[:, 3:7][key]), key
+    with torch.inference_mode():  # and from what the model computes on that window
+        expected = model(records[:, 3:7].select(*keys), last_only=True)
+    torch.testing.assert_close(stepper.policy.out["dqn"], expected["dqn"])
 
 
 def test_mlp_acts_from_the_newest_record_only():
