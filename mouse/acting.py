@@ -76,7 +76,7 @@ class ActingPolicy:
         self.generator = torch.Generator().manual_seed(seed)
         self.context: dict[str, torch.Tensor] | None = None  # [N, <=context_len] per model input
         self.embedded: torch.Tensor | None = None  # the context's step embeddings [N, <=K, H]
-        self._embedder_versions: tuple[int, ...] = ()  # its weights' version counters then
+        self._embedder_versions: tuple = ()  # its weights (ids, version counters) then
         self.out: TensorDict | None = None  # the heads the last actions were chosen from, [N]
 
     def reset(self) -> None:
@@ -108,8 +108,9 @@ class ActingPolicy:
             context = {k: v.clone() for k, v in step.items()}  # kept: own the memory
         else:  # the newest context_len records: [N, <=K]
             context = {k: torch.cat([self.context[k][:, keep:], v], dim=1) for k, v in step.items()}
-        # in-place weight changes (load_acting_state, optimizer steps) bump these counters
-        versions = tuple(p._version for p in self.model.embed.parameters())
+        # in-place weight changes (load_acting_state, optimizer steps) bump the version counters;
+        # replaced parameters change the ids
+        versions = tuple((id(p), p._version) for p in self.model.embed.parameters())
         if self.embedded is None or versions != self._embedder_versions:
             n, k = next(iter(context.values())).shape[:2]
             embedded = self.model.embed(unchecked_tensordict(context, (n, k)))
