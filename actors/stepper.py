@@ -47,7 +47,7 @@ class Stepper:
         self.seed = cfg.actor.seed + 1000 * actor_id
         self.env = make_vector_env(cfg.env)
         self.policy = ActingPolicy(model, cfg.actor.policy, cfg.acting_context,
-                                   actor_epsilons(cfg, actor_id), self.seed)
+                                   actor_epsilons(cfg, actor_id), self.seed, traced=True)
         self.recorder = ChunkRecorder(info.spec, self.stream_ids, cfg.actor.chunk_steps,
                                       info.num_env_actions, REWARD_TRANSFORMS[cfg.env.reward_transform],
                                       info.q_star_table)

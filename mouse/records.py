@@ -291,7 +291,7 @@ class ChunkRecorder:
     again. Fields that follow from the others (xformed_reward, stream_id,
     policy_version, q_star, action_mask) are filled once per chunk, not per step.
     ``newest`` holds the model inputs of each stream's newest record, ``[N, ...]``
-    tensor views, for acting; ``time`` and ``done`` its time and done (numpy ``[N]``).
+    tensors for acting, overwritten in place at every step (copy what you keep); ``time`` and ``done`` its time and done (numpy ``[N]``).
     """
 
     def __init__(self, spec: RecordSpec, stream_ids, chunk_steps: int, num_env_actions: int | None = None,
@@ -310,15 +310,17 @@ class ChunkRecorder:
         self.action_mask = allowed.expand(n, -1).clone() if spec.action_mask else None
         self.time = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=np.int64)
-        self.newest: dict[str, torch.Tensor] = {}
         self.steps = 0  # records pending per stream (columns written)
         self._allocate()
+        # the newest column's model inputs in arrays of their own, written at every step: a few
+        # numpy copies cost less than making fresh tensor views of the chunk's column each step
+        self._newest = {name: np.zeros(a.shape[:1] + a.shape[2:], dtype=a.dtype) for name, a in self._arrays.items()}
+        self.newest: dict[str, torch.Tensor] = {name: torch.from_numpy(a) for name, a in self._newest.items()}
 
     def _allocate(self) -> None:
         n, k, fields = self.num_envs, self.chunk_steps, _fields(self.spec)
         self._arrays = {name: np.empty((n, k, *fields[name].shape), dtype=_NUMPY_DTYPES[fields[name].dtype])
                         for name in (self.spec.obs_key, *_STEP_FIELDS)}
-        self._tensors = {name: torch.from_numpy(a) for name, a in self._arrays.items()}  # same memory
         self._versions = np.empty(k, dtype=np.int64)
 
     def reset(self, obs, policy_version: int = 0) -> None:
@@ -349,7 +351,8 @@ class ChunkRecorder:
         a["done"][:, t], a["time"][:, t] = self.done, self.time
         self._versions[t] = policy_version
         self.steps = t + 1
-        self.newest = {name: x[:, t] for name, x in self._tensors.items()}  # [N, ...] views
+        for name, x in self._newest.items():
+            np.copyto(x, a[name][:, t])
 
     def pending(self) -> TensorDict | None:
         """The records not yet taken as ``TensorDict[N, k]`` (views, for inspection), None if none."""

@@ -5,12 +5,13 @@ from __future__ import annotations
 import torch
 
 from actors.stepper import Stepper, actor_epsilons
-from mouse.acting import ape_x_epsilons
+from mouse.acting import acting_state, ape_x_epsilons, load_acting_state
 from mouse.components import build_model
 from mouse.config import ActorConfig, EnvConfig, RunConfig
 from mouse.envs import describe_env
 from mouse.models import ModelConfig
 from mouse.records import validate_records
+from mouse.replay.torchrl_compat import unchecked_tensordict
 from mouse.train import TrainConfig
 
 
@@ -79,15 +80,50 @@ def test_transformer_acts_from_the_last_seq_len_minus_one_records():
     torch.testing.assert_close(stepper.policy.out["dqn"], expected["dqn"])
 
 
-def test_mlp_acts_from_the_newest_record_only():
-    cfg = run_config(actor=ActorConfig(chunk_steps=100))
+def greedy(model, newest: dict) -> torch.Tensor:
+    """The eager model's greedy dqn action [N] from each stream's newest record alone."""
+    n = next(iter(newest.values())).shape[0]
+    step = {k: v.unsqueeze(1).clone() for k, v in newest.items()}  # [N, 1]
+    with torch.no_grad():
+        return model(unchecked_tensordict(step, (n, 1)), last_only=True)["dqn"].argmax(-1)
+
+
+def chosen_actions(stepper) -> tuple[torch.Tensor, torch.Tensor]:
+    """The actions of the newest step [N] and which were chosen (a reset record's 0 is not)."""
+    rec = stepper.pending[-1]
+    return rec["action"], rec["time"] != 0
+
+
+def test_mlp_acts_from_the_newest_record_only_as_the_eager_model_would():
+    cfg = run_config(actor=ActorConfig(epsilon=0.0, chunk_steps=100))
     stepper, model = make_stepper(cfg)
-    seen = []
-    model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
-    for _ in range(3):
+    eager_calls = []
+    model.register_forward_pre_hook(lambda _m, args: eager_calls.append(1))
+    stepper.reset()
+    for _ in range(40):
+        expected = greedy(model, stepper.recorder.newest)
         stepper.step()
-    assert [c.shape[1] for c in seen] == [1, 1, 1]
-    assert torch.equal(seen[-1]["time"][:, 0], stepper.pending[2]["time"])
+        action, chosen = chosen_actions(stepper)
+        assert torch.equal(action[chosen], expected[chosen])
+    assert len(eager_calls) == 40  # greedy()'s own: the actor's forward ran as a trace
+
+
+def test_weights_loaded_in_place_act_at_once():
+    """The traced forward reads the model's own parameters: a load between steps acts next step."""
+    cfg = run_config(actor=ActorConfig(epsilon=0.0, chunk_steps=100))
+    stepper, model = make_stepper(cfg)
+    for _ in range(3):
+        stepper.step()  # traced with the initial weights
+    out = f"online_heads.dqn.net.{len(model.online_heads['dqn'].net) - 1}"  # the output layer
+    for preferred in (1, 0):
+        state = {k: v.clone() for k, v in acting_state(model).items()}
+        state[f"{out}.weight"].zero_()
+        state[f"{out}.bias"].copy_(torch.tensor([1.0 - preferred, float(preferred)]))
+        load_acting_state(model, state)
+        stepper.step()
+        stepper.step()  # the newest step's action was chosen after the load
+        action, chosen = chosen_actions(stepper)
+        assert chosen.any() and (action[chosen] == preferred).all()
 
 
 def test_chunk_is_stream_major_consecutive_and_valid():
