@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from actors.stepper import Stepper, actor_epsilons
-from mouse.acting import acting_state, ape_x_epsilons, load_acting_state
+from mouse.acting import ActingPolicy, acting_state, ape_x_epsilons, load_acting_state
 from mouse.components import build_model
 from mouse.config import ActorConfig, EnvConfig, RunConfig
 from mouse.envs import describe_env
-from mouse.models import ModelConfig
-from mouse.records import validate_records
+from mouse.models import ModelConfig, MouseModel
+from mouse.records import RecordSpec, validate_records
 from mouse.replay.torchrl_compat import unchecked_tensordict
 from mouse.train import TrainConfig
 
@@ -163,3 +163,21 @@ def test_finished_episodes_are_reported_once_with_their_return():
     for e in episodes:  # CartPole pays 1 per step: return == length
         assert e["return"] == e["length"] > 0
     assert stepper.take()[1] == []  # handed over once
+
+
+def test_exploration_draws_only_allowed_actions_uniformly():
+    """A model head wider than the env (actions 0, 1 of 3 allowed): ε = 1 picks among the two."""
+    cfg = ModelConfig(hidden_dim=16, num_layers=1, num_attention_heads=2)
+    model = MouseModel(cfg, RecordSpec("continuous", (4,), 3, action_mask=True), ("dqn",)).eval()
+    policy = ActingPolicy(model, "dqn", 1, epsilon=torch.ones(500), seed=3, traced=True)
+    newest = {"obs_continuous": torch.randn(500, 4), "action": torch.zeros(500, dtype=torch.int64),
+              "reward": torch.zeros(500), "done": torch.zeros(500, dtype=torch.int64),
+              "time": torch.zeros(500, dtype=torch.int64)}
+    mask = torch.tensor([True, True, False]).expand(500, -1)
+    counts = torch.bincount(policy.act_step(newest, mask), minlength=3).tolist()
+    assert counts[2] == 0 and 200 < counts[0] < 300, counts
+    greedy_policy = ActingPolicy(model, "dqn", 1, epsilon=0.0, traced=True)
+    with torch.no_grad():  # without exploration the model's argmax, which here prefers action 2
+        model.online_heads["dqn"].net[-1].bias.copy_(torch.tensor([0.0, 0.0, 100.0]))
+    assert (greedy_policy.act_step(newest) == 2).all()
+    assert (greedy_policy.act_step(newest, mask) != 2).all()
