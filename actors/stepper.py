@@ -55,7 +55,9 @@ class Stepper:
         self.env_steps = 0
         self.started = False
         self.ep_return = np.zeros(n)  # of the running episodes (an episode's length is its time)
-        self.episodes: list[dict] = []
+        # finished episodes as arrays per step: (sub-env indices, returns, lengths, version);
+        # turned into the wire's dicts once per chunk, in take()
+        self.finished: list[tuple[np.ndarray, np.ndarray, np.ndarray, int]] = []
 
     def reset(self) -> None:
         obs, _ = self.env.reset(seed=self.seed)
@@ -74,9 +76,9 @@ class Stepper:
         rec.step(action, obs, reward, term, trunc, self.version)
         self.env_steps += self.num_envs
         self.ep_return += reward  # NEXT_STEP autoreset: 0 at the reset steps
-        for j in np.flatnonzero(rec.done).tolist():
-            self.episodes.append({"stream_id": int(self.stream_ids[j]), "return": float(self.ep_return[j]),
-                                  "length": int(rec.time[j]), "policy_version": self.version})
+        if rec.done.any():
+            j = np.flatnonzero(rec.done)
+            self.finished.append((j, self.ep_return[j], rec.time[j], self.version))  # fancy indexing copies
             self.ep_return[j] = 0.0
 
     @property
@@ -91,7 +93,11 @@ class Stepper:
     def take(self) -> tuple[TensorDict | None, list[dict]]:
         """The pending records as one chunk [N*K] (None when empty) and the finished episodes."""
         chunk = self.recorder.take()  # [N*K], stream-major
-        episodes, self.episodes = self.episodes, []
+        ids = self.stream_ids.numpy()
+        episodes = [{"stream_id": s, "return": r, "length": t, "policy_version": v}
+                    for j, ret, time, v in self.finished
+                    for s, r, t in zip(ids[j].tolist(), ret.tolist(), time.tolist())]
+        self.finished = []
         return chunk, episodes
 
     def close(self) -> None:
