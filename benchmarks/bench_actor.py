@@ -1,11 +1,13 @@
 """Actor throughput: env steps/s of the actor loop against the bare vector env, in one run.
 
     python benchmarks/bench_actor.py [--env CartPole-v1] [--num-envs 8 64] [--steps 1500] [--rounds 3]
+                                     [--vector gymnasium|envpool]
 
 Rows, per sub-env count (mlp policy, one torch thread like an actor process):
 
-- ``vector env, random actions``: the same gymnasium vector env stepped with
-  random actions drawn in numpy: what the env alone allows (the baseline, 1.00);
+- ``vector env, random actions``: the same vector env (gymnasium's, or EnvPool's with
+  ``--vector envpool``) stepped with random actions drawn in numpy: what the env alone
+  allows (the baseline, 1.00);
 - ``per-step TensorDict loop``: the actor loop's former shape (a TensorDict of records
   per step from ``StreamRecorder``, ``ActingPolicy.act`` on it, chunks stacked), on
   today's recorder and policy: for comparison;
@@ -227,12 +229,14 @@ def main() -> None:
     p.add_argument("--num-envs", type=int, nargs="+", default=[8, 64])
     p.add_argument("--steps", type=int, default=1500, help="vector steps per measurement")
     p.add_argument("--rounds", type=int, default=3, help="turns of every loop (median, spread)")
+    p.add_argument("--vector", choices=("gymnasium", "envpool"), default="gymnasium",
+                   help="the vector env of every row (env.vector)")
     a = p.parse_args()
     torch.set_num_threads(1)  # like an actor process (actors.main)
-    print(f"actor throughput, {a.env}, mlp policy, {a.steps} vector steps per measurement, "
+    print(f"actor throughput, {a.env} ({a.vector}), mlp policy, {a.steps} vector steps per measurement, "
           f"median of {a.rounds} rounds (min-max)")
     for n in a.num_envs:
-        cfg = RunConfig(env=EnvConfig(env_id=a.env, num_envs=n), num_actors=1)
+        cfg = RunConfig(env=EnvConfig(env_id=a.env, num_envs=n, vector=a.vector), num_actors=1)
         cfg = dataclasses.replace(cfg, actor=dataclasses.replace(cfg.actor, epsilon=0.1))
         sink_proc = Sink(cfg)
         rows = {"vector env, random actions": lambda: random_actions(cfg, a.steps),

@@ -34,6 +34,9 @@ class EnvConfig:
     """JSON object of keyword arguments for gymnasium.make, e.g. '{"map_name": "8x8"}'."""
     num_envs: int = 8
     """Sub-environments (streams) per actor process."""
+    vector: Literal["gymnasium", "envpool"] = "gymnasium"
+    """The actors' vector env: gymnasium's (every id), or EnvPool's C++ envs (pip install envpool;
+    ids both know, no env_kwargs, no Atari preset) where gymnasium's Python stepping is slow."""
     num_actions: int = 0
     """Size of the model's action head; 0 = the env's action count. Larger pads with masked actions."""
     reward_transform: Literal["auto", "identity", "sign", "symlog"] = "auto"
@@ -75,6 +78,9 @@ class EnvConfig:
             raise ValueError(f"env.atari_noop_max must be >= 0 and env.atari_frame_stack >= 1, got "
                              f"{self.atari_noop_max}, {self.atari_frame_stack}")
         self.kwargs()
+        if self.vector == "envpool" and (self.kwargs() or self.atari_preset_applies):
+            raise ValueError("env.vector=envpool takes no env.env_kwargs and no Atari preset "
+                             "(env.atari_preset false): EnvPool configures its envs its own way")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 import mouse.tasks  # noqa: F401  (registers the mouse/ ids in every process that makes envs)
 from mouse import atari
 from mouse.config import ALE_NAMESPACE, EnvConfig
+from mouse.envpool_vector import EnvPoolVector
 from mouse.records import RecordSpec, record_spec_for_env
 
 REWARD_TRANSFORMS = {
@@ -72,12 +73,17 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None, wrappers=(),
 
     ``wrappers``: applied to each sub-env after the preset's (e.g. a video recorder);
     ``extra``: more arguments of ``gymnasium.make`` (``render_mode``).
+    ``cfg.vector`` envpool: an ``EnvPoolVector`` instead, unless wrappers or extras ask for
+    gymnasium's sub-envs (the evaluator's video).
     """
+    n = cfg.num_envs if num_envs is None else num_envs
+    if cfg.vector == "envpool" and not wrappers and not extra:
+        return EnvPoolVector(cfg.env_id, n)
     kwargs, preset = _make_args(cfg)
     try:
         return gym.make_vec(
             cfg.env_id,
-            num_envs=cfg.num_envs if num_envs is None else num_envs,
+            num_envs=n,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP},
             wrappers=[*preset, *wrappers] or None,
