@@ -11,6 +11,7 @@ pool again with that seed, as a gymnasium vector env would reseed its sub-envs.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 
 import numpy as np
 
@@ -42,8 +43,10 @@ class EnvPoolVector:
         import envpool
 
         # num_threads: EnvPool's default is one per sub-env; an actor process is one of many
-        return envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed,
-                            num_threads=1)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Box (low|high)'s precision lowered")  # its float64 bounds
+            return envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed,
+                                num_threads=1)
 
     def reset(self, seed: int | None = None, options=None):
         if seed is not None:
