@@ -44,7 +44,7 @@ class EnvPoolVector:
 
         # num_threads: EnvPool's default is one per sub-env; an actor process is one of many
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Box (low|high)'s precision lowered")  # its float64 bounds
+            warnings.filterwarnings("ignore", ".*Box (low|high)'s precision lowered")  # its float64 bounds
             return envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed,
                                 num_threads=1)
 
