@@ -10,6 +10,7 @@ pool again with that seed, as a gymnasium vector env would reseed its sub-envs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import warnings
 
@@ -21,6 +22,14 @@ MISSING = ("env.vector: envpool is not installed (pip install envpool, Linux x86
 
 def available() -> bool:
     return importlib.util.find_spec("envpool") is not None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Without gymnasium's warnings about EnvPool's float64 Box bounds (harmless)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*Box (low|high)'s precision lowered")
+        yield
 
 
 class EnvPoolVector:
@@ -43,10 +52,11 @@ class EnvPoolVector:
         import envpool
 
         # num_threads: EnvPool's default is one per sub-env; an actor process is one of many
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", ".*Box (low|high)'s precision lowered")  # its float64 bounds
-            return envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed,
+        with _quiet():
+            pool = envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed,
                                 num_threads=1)
+            pool.observation_space, pool.action_space  # noqa: B018  (made and kept on first access)
+        return pool
 
     def reset(self, seed: int | None = None, options=None):
         if seed is not None:
