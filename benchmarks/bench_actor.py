@@ -18,7 +18,8 @@ Rows, per sub-env count (mlp policy, one torch thread like an actor process):
   hello and returns one credit per chunk, like a learner that keeps up — goal >= 0.95x
   the loop without sockets.
 
-The loops take turns for ``--rounds`` rounds, so background load falls on all of
+Every loop starts measuring after ``WARM_STEPS`` steps (an actor's first step traces
+the model once, about 0.2 s). The loops take turns for ``--rounds`` rounds, so background load falls on all of
 them alike; each figure is the median of the rounds, with their spread, by the
 wall clock and per CPU second of this process (on a machine shared with other
 work, the CPU-time ratios are the steadier ones). Then where one vector step's
@@ -99,10 +100,22 @@ def tensordict_loop(cfg: RunConfig, steps: int) -> tuple[float, float]:
     return rates
 
 
+WARM_STEPS = 3  # the first step traces the model, the next the TorchScript executor optimizes
+
+
+def warm_up(stepper: Stepper) -> int:
+    """Take the actor's one-off start (about 0.2 s: tracing the model) out of the steady state
+    measured here; its records are dropped. Returns the env steps it made."""
+    for _ in range(WARM_STEPS):
+        stepper.step()
+    stepper.take()
+    return WARM_STEPS * stepper.num_envs
+
+
 def stepper_loop(cfg: RunConfig, steps: int) -> tuple[float, float]:
     info = describe_env(cfg.env)
     stepper = Stepper(cfg, 0, info, build_model(cfg, info).eval())
-    stepper.reset()
+    warm_up(stepper)
     clock = Clock()
     for _ in range(steps):
         stepper.step()
@@ -171,16 +184,17 @@ class Sink:
 
 def streaming(cfg: RunConfig, steps: int, port: int) -> tuple[float, float]:
     actor = Actor(*connect(f"tcp://127.0.0.1:{port}", 0))  # (cfg, id, sockets, weights, welcome)
+    warm = warm_up(actor.stepper)  # run() starts from a reset
     clock = Clock()
     counters = actor.run(max_steps=steps)
-    return clock.rates(counters["env_steps"])
+    return clock.rates(counters["env_steps"] - warm)
 
 
 def breakdown(cfg: RunConfig, steps: int) -> dict[str, float]:
     """Thread CPU microseconds per vector step of the Stepper's parts."""
     info = describe_env(cfg.env)
     st = Stepper(cfg, 0, info, build_model(cfg, info).eval())
-    st.reset()
+    warm_up(st)
     clock, parts = time.thread_time, np.zeros(4)
     for _ in range(steps):
         t0 = clock()
