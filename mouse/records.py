@@ -291,7 +291,8 @@ class ChunkRecorder:
     again. Fields that follow from the others (xformed_reward, stream_id,
     policy_version, q_star, action_mask) are filled once per chunk, not per step.
     ``newest`` holds the model inputs of each stream's newest record, ``[N, ...]``
-    tensors for acting, overwritten in place at every step (copy what you keep); ``time`` and ``done`` its time and done (numpy ``[N]``).
+    tensors for acting, overwritten in place at every step (copy what you keep);
+    ``time`` and ``done`` its time and done (numpy ``[N]``).
     """
 
     def __init__(self, spec: RecordSpec, stream_ids, chunk_steps: int, num_env_actions: int | None = None,
@@ -314,8 +315,9 @@ class ChunkRecorder:
         self._allocate()
         # the newest column's model inputs in arrays of their own, written at every step: a few
         # numpy copies cost less than making fresh tensor views of the chunk's column each step
-        self._newest = {name: np.zeros(a.shape[:1] + a.shape[2:], dtype=a.dtype) for name, a in self._arrays.items()}
-        self.newest: dict[str, torch.Tensor] = {name: torch.from_numpy(a) for name, a in self._newest.items()}
+        self._newest = {name: np.zeros(x.shape[:1] + x.shape[2:], dtype=x.dtype)  # [N, ...]
+                        for name, x in self._arrays.items()}
+        self.newest: dict[str, torch.Tensor] = {name: torch.from_numpy(x) for name, x in self._newest.items()}
 
     def _allocate(self) -> None:
         n, k, fields = self.num_envs, self.chunk_steps, _fields(self.spec)

@@ -15,7 +15,8 @@ from .test_stepper import make_stepper, run_config
 
 def test_envpool_chunks_are_valid_consecutive_records_with_their_episodes():
     pytest.importorskip("envpool")
-    cfg = run_config(env=EnvConfig(num_envs=4, vector="envpool"), actor=ActorConfig(epsilon=1.0, chunk_steps=60))
+    cfg = run_config(env=EnvConfig(num_envs=4, vector="envpool"),
+                     actor=ActorConfig(epsilon=1.0, chunk_steps=60))
     stepper, _ = make_stepper(cfg)
     for _ in range(2):  # two chunks: the second continues every stream of the first
         while not stepper.ready():
