@@ -33,6 +33,7 @@ import argparse
 import bisect
 import json
 import os
+import shlex
 import signal
 import statistics
 import subprocess
@@ -111,7 +112,7 @@ def run_mouse(run_dir: Path, flags: list[str], cap_min: float, stop_when=None) -
     if run_dir.exists():
         raise SystemExit(f"error: {run_dir} holds an unfinished run; remove it or pick another --out")
     cmd = [sys.executable, "-m", "mouse", "run", "--run-dir", str(run_dir), "--wandb.mode", "disabled",
-           *flags, "--budget.max-minutes", str(cap_min)]
+           *flags, *EXTRA_FLAGS, "--budget.max-minutes", str(cap_min)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     load0, t0, stopped = os.getloadavg()[0], time.monotonic(), False
     print(f"  {run_dir.name}: {' '.join(cmd[2:])}", flush=True)
@@ -132,6 +133,9 @@ def run_mouse(run_dir: Path, flags: list[str], cap_min: float, stop_when=None) -
         (run_dir / "summary.json").write_text(json.dumps(s, indent=2))
     print(f"  {run_dir.name}: exit {proc.returncode} after {(time.monotonic() - t0) / 60:.1f} min", flush=True)
     return s
+
+
+EXTRA_FLAGS: list[str] = []  # --flags: added to every run's (a tuning experiment)
 
 
 def seed_flags(seed: int) -> list[str]:
@@ -245,10 +249,15 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per configuration")
     p.add_argument("--out", type=Path, default=Path("/tmp") / time.strftime("mouse-learning-%Y%m%d-%H%M%S"),
                    help="where the run directories go (RUN_DIR and RUN_DIR.log per run)")
+    p.add_argument("--flags", default="", help="more `mouse run` flags for every run, in one string "
+                   "(e.g. --flags='--train.lr 2.5e-4'); they come after each study's own")
     a = p.parse_args()
+    EXTRA_FLAGS[:] = shlex.split(a.flags)
     a.out.mkdir(parents=True, exist_ok=True)
     print(f"run directories under {a.out}", flush=True)
     tables = [STUDIES[name](a.out.resolve(), a.seeds) for name in a.study]
+    if EXTRA_FLAGS:
+        print(f"every run with {' '.join(EXTRA_FLAGS)}")
     print("\n\n".join(tables))
 
 
