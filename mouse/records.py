@@ -151,24 +151,54 @@ def record_problems(td: TensorDict, spec: RecordSpec) -> list[str]:
         if tuple(x.shape[1:]) != fs.shape:
             problems.append(f"{name}: per-step shape {tuple(x.shape[1:])}, expected {fs.shape}")
             continue
-        if fs.check is None and name not in _VALUE_CHECKED:
-            continue
-        a[name] = v = x.numpy(force=True)  # detach().cpu().numpy() in one call
-        bound = _bound(spec, name)
-        if fs.check == "finite" and not np.isfinite(v).all():
-            problems.append(f"{name}: contains NaN or inf")
-        elif fs.check == "finite" and bound < math.inf and np.abs(v).max(initial=0) > bound:
-            problems.append(f"{name}: magnitude above {bound:g}")
-        elif fs.check == "no_nan_no_posinf" and (np.isnan(v).any() or np.isposinf(v).any()):
-            problems.append(f"{name}: contains NaN or +inf (only -inf is allowed, for invalid actions)")
-        elif fs.check == "no_nan_no_posinf" and bound < math.inf and \
-                ((v > bound) | ((v < -bound) & (v != -np.inf))).any():
-            problems.append(f"{name}: finite entries of magnitude above {bound:g}")
-        elif fs.check == "index" and spec.num_obs_states and \
-                v.view(np.uint64).max(initial=0) >= spec.num_obs_states:
-            problems.append(f"{name}: outside [0, {spec.num_obs_states})")
-    if problems:
-        return problems
+        if fs.check is not None or name in _VALUE_CHECKED:
+            a[name] = v = x.numpy(force=True)  # detach().cpu().numpy() in one call
+            problem = _field_problem(name, fs, v, spec)
+            if problem:
+                problems.append(problem)
+    return problems or _range_problems(a, spec)
+
+
+def value_problems(arrays: dict[str, np.ndarray], spec: RecordSpec) -> list[str]:
+    """``record_problems`` of records whose fields are known to have the spec's dtypes and
+    shapes (the wire checked them): ``arrays`` maps each field with a value check (``check``
+    or ``_VALUE_CHECKED``; others are ignored) to its numpy array ``[N, ...]``. The checks are
+    all reductions, so the records of several chunks concatenated have a problem exactly when
+    one of the chunks has."""
+    return _field_problems(arrays, spec) or _range_problems(arrays, spec)
+
+
+def value_fields(spec: RecordSpec) -> tuple[str, ...]:
+    """The fields ``value_problems`` reads."""
+    return tuple(name for name, fs in _fields(spec).items() if fs.check is not None or name in _VALUE_CHECKED)
+
+
+def _field_problems(a: dict[str, np.ndarray], spec: RecordSpec) -> list[str]:
+    fields = _fields(spec)
+    return [p for p in (_field_problem(name, fields[name], a[name], spec) for name in value_fields(spec)) if p]
+
+
+def _field_problem(name: str, fs: FieldSpec, v: np.ndarray, spec: RecordSpec) -> str | None:
+    """What a field's NaN/inf, magnitude or index check finds in ``v``, if anything."""
+    bound = _bound(spec, name)
+    if fs.check == "finite" and not np.isfinite(v).all():
+        return f"{name}: contains NaN or inf"
+    if fs.check == "finite" and bound < math.inf and np.abs(v).max(initial=0) > bound:
+        return f"{name}: magnitude above {bound:g}"
+    if fs.check == "no_nan_no_posinf" and (np.isnan(v).any() or np.isposinf(v).any()):
+        return f"{name}: contains NaN or +inf (only -inf is allowed, for invalid actions)"
+    if fs.check == "no_nan_no_posinf" and bound < math.inf and \
+            ((v > bound) | ((v < -bound) & (v != -np.inf))).any():
+        return f"{name}: finite entries of magnitude above {bound:g}"
+    if fs.check == "index" and spec.num_obs_states and \
+            v.view(np.uint64).max(initial=0) >= spec.num_obs_states:
+        return f"{name}: outside [0, {spec.num_obs_states})"
+    return None
+
+
+def _range_problems(a: dict[str, np.ndarray], spec: RecordSpec) -> list[str]:
+    """Ranges of the integer fields and the episode-start rules (every field present and typed)."""
+    problems = []
     done, time, action = a["done"], a["time"], a["action"]
     # one reduction per range [0, hi]: viewed as uint64, a negative int64 is above any hi
     if done.view(np.uint64).max(initial=0) > 2:
@@ -215,7 +245,11 @@ def next_time(time, done):
 
 def continuity_problems(td: TensorDict) -> list[str]:
     """Records of each stream inside one chunk must be consecutive steps."""
-    sid, time, done = (td.get(k).numpy(force=True) for k in ("stream_id", "time", "done"))
+    return stream_continuity_problems(*(td.get(k).numpy(force=True) for k in ("stream_id", "time", "done")))
+
+
+def stream_continuity_problems(sid: np.ndarray, time: np.ndarray, done: np.ndarray) -> list[str]:
+    """``continuity_problems`` of one chunk's stream_id, time and done arrays."""
     if (sid[1:] >= sid[:-1]).all():  # already grouped (actors send stream-major chunks)
         s, t, d = sid, time, done
     else:

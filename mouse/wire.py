@@ -279,16 +279,20 @@ def _check_frames(views: list[memoryview], entries: TensorList, lead: tuple[int,
 def _copy_tensor(view: memoryview, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
     """Exactly one copy: read-only frame bytes -> a fresh, writable tensor (never torch.frombuffer
     on the read-only frame: it warns and would alias memory zmq may reuse)."""
-    np_dtype = _NUMPY.get(dtype)
-    if np_dtype is None:  # bfloat16: numpy has no such type, copy the bytes into a torch tensor
-        out = torch.empty(shape, dtype=dtype)
-        if out.numel():
-            out.view(-1).view(torch.uint8).numpy()[:] = np.frombuffer(view, dtype=np.uint8)
-        return out
-    array = np.frombuffer(view, dtype=np_dtype).copy()
+    array = np.frombuffer(view, dtype=_NUMPY.get(dtype, np.uint8))
     if dtype is torch.bool and array.view(np.uint8).max(initial=0) > 1:  # other bytes are not valid bools
         raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
-    return torch.from_numpy(array.reshape(shape))  # numpy's reshape: a third of torch's call overhead
+    return _copy_array(array, dtype, shape)
+
+
+def _copy_array(array: np.ndarray, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+    """A fresh tensor of ``shape`` holding a copy of a frame's array (bfloat16: its raw bytes)."""
+    if dtype is torch.bfloat16:  # numpy has no such type: copy the bytes into a torch tensor
+        out = torch.empty(shape, dtype=dtype)
+        if out.numel():
+            out.view(-1).view(torch.uint8).numpy()[:] = array.reshape(-1)
+        return out
+    return torch.from_numpy(array.reshape(shape).copy())  # numpy's reshape: a third of torch's overhead
 
 
 def _plain_tensor(name: str, x) -> torch.Tensor:
@@ -367,7 +371,9 @@ _CACHED_HEADER_BYTES = 4096
 _cached_chunk_header = functools.lru_cache(maxsize=1024)(_parse_chunk_header)
 
 
-def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int, admit):
+def _chunk_views(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int, admit):
+    """(header, {name: read-only numpy view [n, *shape] of its frame}) once the header, the
+    sender (``admit``), the frame lengths and bool bytes are checked; record values are not."""
     parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
     actor_id, token, n, entries = parse(text, spec, max_records)
     header = {"actor_id": actor_id, "token": token, "n": n}
@@ -375,18 +381,46 @@ def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: 
         admit(header)  # before any record frame is read
     try:
         _check_frames(views, entries, (n,))
-        records = {name: _copy_tensor(v, name, dtype, (n, *shape))
-                   for v, (name, dtype, shape) in zip(views[1:], entries)}
+        arrays = {}
+        for v, (name, dtype, shape) in zip(views[1:], entries):
+            array = np.frombuffer(v, dtype=_NUMPY.get(dtype, np.uint8))
+            if dtype is torch.bool and array.view(np.uint8).max(initial=0) > 1:  # not valid bools
+                raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
+            # numpy's reshape: a third of torch's call overhead (bfloat16 stays raw bytes)
+            arrays[name] = array.reshape((n, *shape)) if dtype is not torch.bfloat16 else array
+    except WireError as e:
+        e.sender = (actor_id, token)  # the receiver may still return the sender's credit
+        raise
+    return header, arrays
+
+
+def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int, admit):
+    header, arrays = _chunk_views(text, views, spec, max_records, admit)
+    try:
+        fields = _spec_fields(spec)
+        records = {name: _copy_array(a, fields[name].dtype, (header["n"], *fields[name].shape))
+                   for name, a in arrays.items()}
         # every tensor is a fresh [n, *shape] CPU tensor (frame lengths checked above)
-        td = unchecked_tensordict(records, n)
+        td = unchecked_tensordict(records, header["n"])
         try:
             validate_records(td, spec)
         except RecordError as e:
             raise WireError("bad_values", "; ".join(e.problems)) from None
     except WireError as e:
-        e.sender = (actor_id, token)  # the receiver may still return the sender's credit
+        e.sender = (header["actor_id"], header["token"])
         raise
     return header, td
+
+
+def open_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
+               admit=None) -> tuple[dict, dict[str, np.ndarray]]:
+    """``decode_chunk`` without the copy and the record checks: ({"actor_id", "token", "n"},
+    {field: read-only numpy view [n, *shape] of its frame}) or WireError. Everything about the
+    frames is checked (header, sender, lengths, bool bytes); the caller checks the values
+    (``mouse.records.value_problems``, continuity) and copies the views once, into storage,
+    before the frames are released. Fields come in the header's order."""
+    _, text, views = _open_kind(frames, ("chunk",), "open_chunk")
+    return _chunk_views(text, views, spec, max_records, admit)
 
 
 def decode_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
