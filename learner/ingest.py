@@ -47,11 +47,13 @@ import zmq
 from mouse import wire
 from mouse.records import RecordSpec, episode_problems
 
+from .chunks import Received, check_chunks, own_streams
 from .sessions import ActorState, Sessions
 
 log = logging.getLogger("mouse.ingest")
 
-CONTROL_BURST, DATA_BURST = 64, 16  # messages per loop round, each socket
+CONTROL_BURST, DATA_BURST = 64, 64  # messages per loop round, each socket
+BATCH_BYTES = 64 << 20  # record bytes held back for one storage write at most
 MAX_VERSION_JUMP = 1 << 32  # more publishes than any run makes: a report further ahead is a lie
 DRAIN_FRAMES = 1024  # frames of an over-long message discarded per loop round (~5 ms)
 TOO_MANY = object()
@@ -101,7 +103,8 @@ class BoundedReceiver:
 
 
 class IngestServer(threading.Thread):
-    """Receives from actors until ``stop()``; ``insert(td) -> int`` writes records to replay.
+    """Receives from actors until ``stop()``; ``insert(chunks) -> int`` stores checked chunks
+    (``StreamReplay.ingest_arrays``: a list of {field: numpy array}, ValueError if refused).
 
     ``spec`` is the record contract (magnitude bounds included); chunks hold at most
     ``max_records`` records, actor k's streams are ``k * num_envs + j``.
@@ -139,6 +142,8 @@ class IngestServer(threading.Thread):
         # reports raise version_heard until then (monotonic): while a restarted fleet joins again
         self.versions_heard_until = time.monotonic() + (version_window_s or max(30.0, 3 * actor_timeout_s))
         self.error: BaseException | None = None
+        self._pending: list[Received] = []  # chunks of this burst, stored together (_flush)
+        self._pending_bytes = 0
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -163,6 +168,7 @@ class IngestServer(threading.Thread):
                     self._burst(self._control_in, CONTROL_BURST, self._control)
                 if self.pull in ready:
                     self._burst(self._records, DATA_BURST, self._data)
+                    self._flush()
                 self._pay_owed()
         except BaseException as e:  # surfaced by the learner loop, never silent
             self.error = e
@@ -193,6 +199,10 @@ class IngestServer(threading.Thread):
 
     def _data(self, frames) -> None:
         try:
+            if wire.peek_kind(frames) == "chunk":  # checked frames, records left in them
+                header, arrays = wire.open_chunk(frames, self.spec, max_records=self.max_records,
+                                                 admit=self._admit)
+                return self._hold(header, arrays)
             msg = wire.decode(frames, self.spec, max_records=self.max_records, admit=self._admit)
         except _Refused as e:
             return self._reject(e.reason, e.detail)
@@ -202,38 +212,59 @@ class IngestServer(threading.Thread):
             if st is not None:  # a refused chunk is out of flight too
                 self._return_credit(st)
             return
-        if msg.kind == "chunk":
-            self._chunk(msg)
-        elif msg.kind == "episode":
+        if msg.kind == "episode":
             self._episodes(msg.body)
         else:
             self._reject("bad_kind", f"{msg.kind} message on the records socket")
 
-    def _own_streams(self, actor_id: int) -> range:
-        return range(actor_id * self.num_envs, (actor_id + 1) * self.num_envs)
+    def _hold(self, header: dict, arrays: dict) -> None:
+        """Keep a chunk for this burst's storage write (sooner when the held bytes add up)."""
+        st = self.sessions.check(header["actor_id"], header["token"])  # admitted: never None
+        self._pending.append(Received(st, header["actor_id"], header["n"], arrays))
+        self._pending_bytes += sum(a.nbytes for a in arrays.values())
+        if self._pending_bytes >= BATCH_BYTES:
+            self._flush()
 
-    def _chunk(self, msg) -> None:
-        td, actor_id = msg.records, msg.body["actor_id"]
-        st = self.sessions.check(actor_id, msg.body["token"])  # admitted: never None
-        sid = td["stream_id"].numpy()
-        if ((sid - actor_id * self.num_envs).view(np.uint64) >= self.num_envs).any():
-            self._reject("foreign_streams", f"actor {actor_id} sent records of streams outside "
-                                            f"{self._own_streams(actor_id)}")
-            return self._return_credit(st)
+    def _flush(self) -> None:
+        """Check the held chunks (each gets its own verdict), store the good ones with one
+        write, then book each one and return its credit, in the order they came."""
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        if not pending:
+            return
+        good = []
+        for c, verdict in zip(pending, check_chunks(pending, self.spec, self.num_envs)):
+            if verdict is None:
+                good.append(c)
+            else:
+                self._reject(*verdict)
+                self._return_credit(c.st)
         try:
-            n = self.insert(td)
-        except ValueError as e:  # the buffer refused it; nothing was written, nothing is booked
+            self.insert([c.arrays for c in good]) if good else None
+        except ValueError:  # the buffer refused one (nothing was written): find it, store the rest
+            good = [c for c in good if self._insert_alone(c)]
+        for c in good:
+            self._book(c)
+
+    def _insert_alone(self, c: Received) -> bool:
+        try:
+            self.insert([c.arrays])
+            return True
+        except ValueError as e:  # nothing was written, nothing is booked
             self._reject("replay_rejected", str(e))
-            return self._return_credit(st)
-        versions = td["policy_version"]
-        lag = self.current_version() - versions
+            self._return_credit(c.st)
+            return False
+
+    def _book(self, c: Received) -> None:
+        st, n, versions = c.st, c.n, c.arrays["policy_version"]
+        lag_sum = self.current_version() * n - int(versions.sum())
         top = int(versions.max())
         with self.lock:
             self.steps += n
             self.chunks += 1
-            self.lag_sum += int(lag.sum())
-            self.lag_count += len(lag)
-            self.streams_seen.update(np.unique(sid).tolist())
+            self.lag_sum += lag_sum
+            self.lag_count += n
+            if not self.streams_seen.issuperset(own_streams(c.actor_id, self.num_envs)):
+                self.streams_seen.update(np.unique(c.arrays["stream_id"]).tolist())
             self.sessions.heard(st)
             self._heard_version(top)
             st.steps += n
@@ -245,7 +276,7 @@ class IngestServer(threading.Thread):
         st = self.sessions.check(body["actor_id"], body["token"])
         if st is None:
             return self._reject("bad_token", f"episodes for actor {body['actor_id']} without its token")
-        own, episodes = self._own_streams(st.actor_id), body["episodes"]
+        own, episodes = own_streams(st.actor_id, self.num_envs), body["episodes"]
         if any(e["stream_id"] not in own for e in episodes):
             return self._reject("foreign_streams", f"actor {st.actor_id} sent episodes of streams "
                                                    f"outside {own}")

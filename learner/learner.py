@@ -147,7 +147,7 @@ class Learner:
         self.address = address
         self.publisher = WeightsPublisher(self.model, self.pub, self.version, self.incarnation)
         self.ingest = IngestServer(
-            self.pull, self.router, spec, partial(self.replay.ingest, checked=True),
+            self.pull, self.router, spec, self.replay.ingest_arrays,
             current_version=lambda: self.version, current_weights=lambda: self.publisher.frames,
             incarnation=self.incarnation, config=to_dict(cfg), num_envs=cfg.env.num_envs,
             max_records=max_records, credits=cfg.learner.credits_per_actor,

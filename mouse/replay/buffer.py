@@ -44,7 +44,7 @@ from mouse.durable import fsync_dir, save_durably, write_file
 from mouse.records import RecordError, RecordSpec, continuity_problems, next_time, validate_records
 from mouse.replay.config import ReplayConfig
 from mouse.replay.sampler import StreamWindowSampler
-from mouse.replay.writer import FifoSliceWriter
+from mouse.replay.writer import ArrayChunks, FifoSliceWriter
 
 FORMAT_VERSION = 2  # 2: incremental row files + state files (1: one directory per save)
 _BOOKKEEPING = ("stream_id", "time", "done")
@@ -151,6 +151,30 @@ class StreamReplay:
         with self._lock:
             self.buffer.extend(chunk)
         return n
+
+    def ingest_arrays(self, chunks: list[dict[str, np.ndarray]]) -> int:
+        """Store chunks that passed ``ingest``'s checks, each grouped by stream (as ``ingest``
+        leaves a chunk), given as {field: numpy array [n_i, ...]} (read-only frame views are
+        fine: each is copied once, into the storage): the same rows and windows as ingesting
+        them one by one, in one write per field (more only to stay within the capacity); returns
+        the records stored. A chunk larger than the capacity, or of other fields, dtypes or
+        shapes than the stored records, raises ValueError before anything is written."""
+        C, groups, size = self.cfg.capacity, [[]], 0
+        for chunk in chunks:
+            n = len(next(iter(chunk.values())))
+            if n > C:
+                raise ValueError(f"chunk of {n} steps is larger than the replay capacity {C}")
+            if size + n > C:  # a write never laps the ring (the sampler indexes one pass at a time)
+                groups.append([])
+                size = 0
+            groups[-1].append(chunk)
+            size += n
+        total = 0
+        with self._lock:
+            for group in groups:
+                if group:
+                    total += len(self.buffer.extend(ArrayChunks(group)))
+        return total
 
     def _check(self, chunk: TensorDict) -> None:
         if self.spec is not None:

@@ -12,6 +12,7 @@ allocates the storage from it.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 from torchrl.data import RoundRobinWriter
@@ -23,6 +24,25 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     # a MemoryMappedTensor (memmap storage) is a tensor subclass: plain views of the same
     # memory slice several times faster
     return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
+
+
+class ArrayChunks:
+    """Several checked chunks for one write: each a dict {field: numpy array [n_i, ...]} (read-only
+    frame views are fine: they are copied once, into the storage). ``ReplayBuffer.extend`` hands
+    it to the writer untouched; ``len`` is the total record count."""
+
+    def __init__(self, chunks: list[dict[str, np.ndarray]]):
+        self.chunks = chunks
+        self.n = sum(len(next(iter(c.values()))) for c in chunks)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def tensordict(self) -> TensorDict:
+        """The records as one TensorDict (copies): for a first write, which allocates the storage."""
+        keys = self.chunks[0].keys()
+        return TensorDict({k: torch.from_numpy(np.concatenate([c[k] for c in self.chunks])) for k in keys},
+                          batch_size=[self.n])
 
 
 class FifoSliceWriter(RoundRobinWriter):
@@ -43,7 +63,12 @@ class FifoSliceWriter(RoundRobinWriter):
         parts = [(slice(cur, cur + head), slice(0, head))]  # (storage rows, chunk rows)
         if head < n:  # wrap around
             parts.append((slice(0, n - head), slice(head, n)))
-        pairs = self._field_pairs(data)
+        if isinstance(data, ArrayChunks):
+            written = self._write_arrays(data, cur, head)
+            pairs = [] if written else None
+            data = data if written else data.tensordict()
+        else:
+            pairs = self._field_pairs(data)
         if pairs is None:  # first write (the storage allocates itself from it) or another layout
             for rows, part in parts:
                 storage.set(rows, data[part])
@@ -60,6 +85,35 @@ class FifoSliceWriter(RoundRobinWriter):
             index %= cap
         compat.advance_writer(self, n, index)
         return index
+
+    def _write_arrays(self, data: ArrayChunks, cur: int, head: int) -> bool:
+        """Copy each field of all the chunks into its storage column in one call (one or two
+        slices): numpy views of the CPU columns, so no torch dispatch per chunk and field. False
+        (nothing written) unless the storage exists on the CPU with exactly the chunks' fields."""
+        store = compat.storage_fields(self.storage)
+        if store is None:
+            return False
+        columns = {k: _plain(col) for k, col in store.items()}
+        if not all(
+                isinstance(col, torch.Tensor) and col.device.type == "cpu" for col in columns.values()):
+            return False
+        dsts = {k: col.numpy() for k, col in columns.items()}
+        if any(c.keys() != dsts.keys() or any(c[k].dtype != d.dtype or c[k].shape[1:] != d.shape[1:]
+                                              for k, d in dsts.items()) for c in data.chunks):
+            raise ValueError("chunks with other fields, dtypes or shapes than the stored records")
+        n = data.n
+        for key, dst in dsts.items():
+            src = [c[key] for c in data.chunks]
+            if head == n:  # the usual case: no wrap, straight from the frames into the rows
+                if len(src) == 1:
+                    dst[cur:cur + n] = src[0]
+                else:
+                    np.concatenate(src, out=dst[cur:cur + n])
+                continue
+            rows = np.concatenate(src)  # wraps around: once per pass over the ring
+            dst[cur:] = rows[:head]
+            dst[:n - head] = rows[head:]
+        return True
 
     def _field_pairs(self, data) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
         """(storage column, chunk tensor) per field; None unless both hold exactly the same plain

@@ -14,7 +14,6 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from functools import partial
 
 import pytest
 import torch
@@ -198,7 +197,7 @@ def rig():
     allow = threading.Event()
     allow.set()
     server = IngestServer(
-        pull, router, SPEC, partial(replay.ingest, checked=True),
+        pull, router, SPEC, replay.ingest_arrays,
         current_version=lambda: VERSION,
         current_weights=lambda: wire.encode_weights(VERSION, WEIGHTS, incarnation=INCARNATION),
         incarnation=INCARNATION, config=CONFIG, num_envs=NUM_ENVS, max_records=CAPACITY,
