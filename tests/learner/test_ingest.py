@@ -368,6 +368,45 @@ def test_chunk_with_wrong_fields_from_known_actor_returns_its_credit(rig):
     assert a.expect_control(timeout_s=1.0) == ack(CREDITS + 1)
 
 
+
+def test_queued_chunks_of_two_actors_are_stored_together_exactly_as_one_by_one(rig):
+    """Chunks that queue up while the thread writes are checked and stored as one burst: the
+    same rows, windows, rejections and one ack per chunk as ingesting them one at a time."""
+    a, b = rig.new_actor(pid=1), rig.new_actor(pid=2)
+    assert (a.join(), b.join()) == (0, 1)
+    sa, sb = Streams(streams_of(0), seed=1), Streams(streams_of(1), seed=2)
+    bad = sa.chunk()
+    bad["reward"][-1] = math.nan  # rejected; actor 0's next chunk starts after a gap
+    messages = [(a, valid_chunk(0, a.token, sa)), (b, valid_chunk(1, b.token, sb)),
+                (a, wire.encode_chunk(bad, 0, a.token)), (b, valid_chunk(1, b.token, sb)),
+                (a, valid_chunk(0, a.token, sa)), (b, valid_chunk(1, b.token, sb))]
+    server, bursts = rig.server, []
+    insert = server.insert
+    server.insert = lambda chunks: bursts.append(len(chunks)) or insert(chunks)
+    with rig.replay.lock:  # the thread's next write waits here: the rest queue up behind it
+        for actor, frames in messages:
+            actor.push.send_multipart(frames)
+        time.sleep(QUIET_S)  # (loopback delivers them meanwhile)
+    wait_until(lambda: server.chunks == 5 and rig.rejected() == {"bad_values": 1}, what="the burst")
+    assert max(bursts) > 1 and sum(bursts) == 5  # the premise: chunks were stored together
+
+    ref = make_replay_buffer(ReplayConfig(capacity=CAPACITY), SPEC.unbounded(), seq_len=4)
+    for i, (_, frames) in enumerate(messages):
+        if i != 2:
+            ref.ingest(wire.decode_chunk(frames, SPEC)[1], checked=True)
+    stored, expected = rig.replay.storage[:], ref.storage[:]
+    for key in SPEC.fields():
+        assert torch.equal(stored[key], expected[key]), key
+    got, want = rig.replay.sampler.state_dict(), ref.sampler.state_dict()
+    assert torch.equal(got["valid"], want["valid"]) and torch.equal(got["next"], want["next"])
+    assert got["streams"] == want["streams"]
+    for actor in (a, b):  # one ack per chunk, stored or refused, each with the running total
+        assert [actor.expect_control() for _ in range(3)] == [ack(CREDITS + k) for k in (1, 2, 3)]
+        actor.expect_nothing()
+    assert (server.steps, server.streams_seen) == (5 * CHUNK_RECORDS, set(streams_of(0) + streams_of(1)))
+    assert (server.actors[0].steps, server.actors[1].steps) == (2 * CHUNK_RECORDS, 3 * CHUNK_RECORDS)
+
+
 # --- 4. identity: a header cannot speak for another actor ------------------------------------
 
 def test_forged_chunks_are_dropped_and_earn_the_named_actor_nothing(rig):

@@ -1,0 +1,140 @@
+"""A burst of chunks checked together and stored with one write ends exactly as the same
+chunks checked and ingested one by one (``wire.decode_chunk`` + ``StreamReplay.ingest``):
+the same verdicts and reasons, the same rows in the same slots, the same windows.
+
+(The same over the ingest thread's real sockets, credits included: test_ingest.py.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from learner.chunks import Received, check_chunks, own_streams
+from mouse import wire
+from mouse.records import RecordSpec, StreamRecorder
+from mouse.replay import ReplayConfig, make_replay_buffer
+
+SPEC = dataclasses.replace(RecordSpec("continuous", (3,), 2), max_abs_obs=1e3, max_abs_reward=10.0)
+NUM_ENVS, STEPS = 2, 4  # actor k owns streams 2k, 2k + 1; chunks of 8 records
+TOKEN = "0" * wire.TOKEN_HEX
+
+
+class Streams:
+    """An actor's streams: each chunk continues the last one, episodes end now and then."""
+
+    def __init__(self, stream_ids, seed):
+        self.g = torch.Generator().manual_seed(seed)
+        self.n = len(stream_ids)
+        self.recorder = StreamRecorder(SPEC, list(stream_ids))
+        self.pending = [self.recorder.reset(self._obs(), 3)]
+
+    def _obs(self):
+        return torch.randn(self.n, *SPEC.obs_shape, generator=self.g)
+
+    def chunk(self):
+        pending, self.pending = self.pending, []
+        while len(pending) < STEPS:
+            action = torch.randint(0, SPEC.num_actions, (self.n,), generator=self.g)
+            ended = torch.rand(self.n, generator=self.g) < 0.2
+            pending.append(self.recorder.step(action, self._obs(), torch.rand(self.n, generator=self.g),
+                                              ended, torch.zeros(self.n, dtype=torch.bool), 3))
+        return torch.stack(pending, dim=1).reshape(-1)  # [STEPS * n], stream-major
+
+
+def burst():
+    """(actor_id, frames) of two actors' interleaved chunks, some of them bad."""
+    a, b = Streams([0, 1], seed=1), Streams([2, 3], seed=2)
+    out = []
+    for i in range(12):
+        actor, streams = (0, a) if i % 2 == 0 else (1, b)
+        td = streams.chunk()
+        if i == 4:
+            td["reward"][-1] = math.nan  # bad_values: a gap in actor 0's streams follows
+        if i == 7:
+            td = td[torch.arange(len(td)).view(NUM_ENVS, STEPS).t().reshape(-1)]  # step-major: not grouped
+        if i == 8:
+            td["stream_id"][:] = 3  # actor 1's stream: foreign for actor 0
+            td["time"] = torch.arange(len(td))
+            td["done"].zero_()
+            td["action"][0] = td["reward"][0] = 0
+        out.append((actor, wire.encode_chunk(td, actor, TOKEN)))
+    return out
+
+
+def one_by_one(chunks, replay):
+    """Today's path: decode (copy + checks), then the stream check, then ingest, per chunk."""
+    verdicts = []
+    for actor, frames in chunks:
+        try:
+            _, td = wire.decode_chunk(frames, SPEC)
+        except wire.WireError as e:
+            verdicts.append((e.reason, e.detail))
+            continue
+        own = own_streams(actor, NUM_ENVS)
+        if not all(s in own for s in td["stream_id"].tolist()):
+            verdicts.append(("foreign_streams", f"actor {actor} sent records of streams outside {own}"))
+            continue
+        replay.ingest(td, checked=True)
+        verdicts.append(None)
+    return verdicts
+
+
+def together(chunks, replay):
+    received = []
+    for actor, frames in chunks:
+        header, arrays = wire.open_chunk(frames, SPEC)
+        received.append(Received(None, actor, header["n"], arrays))
+    verdicts = check_chunks(received, SPEC, NUM_ENVS)
+    replay.ingest_arrays([c.arrays for c, v in zip(received, verdicts) if v is None])
+    return verdicts
+
+
+@pytest.mark.parametrize("capacity", [1000, 44])  # 44: writes wrap around the ring, mid-burst too
+def test_a_burst_is_stored_exactly_as_its_chunks_one_by_one(capacity):
+    chunks = burst()
+    ref = make_replay_buffer(ReplayConfig(capacity=capacity), SPEC, seq_len=3)
+    new = make_replay_buffer(ReplayConfig(capacity=capacity), SPEC, seq_len=3)
+    verdicts = one_by_one(chunks, ref)
+    assert [v and v[0] for v in verdicts] == [None] * 4 + ["bad_values"] + [None] * 3 + \
+        ["foreign_streams"] + [None] * 3  # the premise: two bad chunks, one ungrouped good one
+    assert together(chunks, new) == verdicts  # reasons and details
+    assert len(new) == len(ref)
+    s_new, s_ref = new.sampler.state_dict(), ref.sampler.state_dict()  # the window index, whole
+    assert s_new["written"] == s_ref["written"] and s_new["streams"] == s_ref["streams"]
+    assert torch.equal(s_new["valid"], s_ref["valid"]) and torch.equal(s_new["next"], s_ref["next"])
+    stored_new, stored_ref = new.storage[:], ref.storage[:]
+    for key in SPEC.fields():
+        assert torch.equal(stored_new[key], stored_ref[key]), key
+    assert (new.num_windows, new.num_streams) == (ref.num_windows, ref.num_streams)
+    assert torch.equal(new.sampler.starts(), ref.sampler.starts())
+    a, b = new.sample(16), ref.sample(16)  # same generator seed: the same windows
+    for key in SPEC.fields():
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_bursts_of_any_split_store_the_same_rows():
+    """However the socket splits the chunks into bursts, the stored rows and windows agree."""
+    chunks = burst()
+    whole = make_replay_buffer(ReplayConfig(capacity=60), SPEC, seq_len=3)
+    pieces = make_replay_buffer(ReplayConfig(capacity=60), SPEC, seq_len=3)
+    together(chunks, whole)
+    for cut in ((0, 1), (1, 5), (5, 6), (6, 12)):
+        together(chunks[slice(*cut)], pieces)
+    for key in SPEC.fields():
+        assert torch.equal(whole.storage[:][key], pieces.storage[:][key]), key
+    assert torch.equal(whole.sampler.starts(), pieces.sampler.starts())
+
+
+def test_a_chunk_the_replay_cannot_hold_writes_nothing():
+    chunks = burst()[:3]
+    replay = make_replay_buffer(ReplayConfig(capacity=12), SPEC)
+    arrays = [wire.open_chunk(frames, SPEC)[1] for _, frames in chunks]
+    big = {k: np.concatenate([v] * 2) for k, v in arrays[0].items()}  # 16 records > 12
+    with pytest.raises(ValueError, match="larger than the replay capacity"):
+        replay.ingest_arrays([arrays[0], big])
+    assert len(replay) == 0
