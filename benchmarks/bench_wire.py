@@ -1,14 +1,23 @@
 """Learner-side ingest throughput against raw ZeroMQ, measured in the same run.
 
-    python benchmarks/bench_wire.py [--chunks 3000] [--rounds 3] [--copy] [--extend-every K]
+    python benchmarks/bench_wire.py [--chunks 3000] [--rounds 3] [--copy] [--burst 64]
 
 A sender process PUSHes the same pre-encoded chunks (CartPole-sized records,
-obs float32[4], 256 records from 8 streams) over tcp loopback. The receiver either
-only receives them (raw pyzmq, the baseline) or receives, decodes + validates
-(``mouse.wire.decode_chunk``) and stores them in the learner's replay buffer
-(``mouse.replay``: TorchRL LazyTensorStorage + stream-window sampler), exactly the
-learner's ingest path (ingest). Prints steps/s for both, their ratio (goal >= 0.8), and where the time
-of one chunk goes. Never asserts a time.
+obs float32[4], 256 records from 8 streams) over tcp loopback. Receivers, each
+timed from its first message:
+
+- raw: pyzmq only receives them (the baseline);
+- one-by-one: per chunk ``wire.decode_chunk`` (copy + checks) and
+  ``StreamReplay.ingest(checked=True)``, the ingest path before bursts;
+- burst: what the ingest thread does per burst, without its sockets and sessions:
+  drain up to ``--burst`` queued chunks, ``wire.open_chunk`` each (checked frame views),
+  ``learner.chunks.check_chunks`` (one pass over all of them) and one
+  ``StreamReplay.ingest_arrays`` (one copy from the frames into the storage);
+- thread: the real ``learner.ingest.IngestServer`` on the learner's sockets (the sender
+  says hello first and ignores its credits): sessions, bookkeeping and one ack per chunk.
+
+Prints steps/s for each, the ratios to raw (goal >= 0.8), and where the time of one
+chunk goes. Never asserts a time.
 """
 
 from __future__ import annotations
@@ -16,20 +25,25 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import statistics
+import threading
 import time
 
+import numpy as np
 import torch
 import zmq
 
+from learner.chunks import Received, check_chunks
+from learner.ingest import IngestServer
 from mouse import wire
 from mouse.records import RecordSpec, StreamRecorder, continuity_problems, record_problems
 from mouse.replay import ReplayConfig, make_replay_buffer
+from mouse.transport import endpoints, free_port_base, learner_sockets
 
 SPEC = RecordSpec("continuous", (4,), 2)
 STREAMS, STEPS = 8, 32  # 256 records per chunk
 
 
-def make_chunks(count: int, seed: int = 0) -> list[list[bytes]]:
+def make_chunks(count: int, seed: int = 0, token: str = "0" * wire.TOKEN_HEX) -> list[list[bytes]]:
     """Encoded chunks like an actor sends them: stream-major, episodes ending at random."""
     g = torch.Generator().manual_seed(seed)
     rec = StreamRecorder(SPEC, torch.arange(STREAMS))
@@ -44,45 +58,108 @@ def make_chunks(count: int, seed: int = 0) -> list[list[bytes]]:
                                   torch.zeros(STREAMS, dtype=torch.bool)))
         last = steps[-1]
         td = torch.stack(steps, dim=1).reshape(-1)  # [8, 32] -> [256], stream-major
-        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, "0" * wire.TOKEN_HEX, spec=SPEC)])
+        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, token, spec=SPEC)])
     return chunks
 
 
-def sender(port: int, chunks: list[list[bytes]], total: int) -> None:
+def sender(address: str, chunks, total: int) -> None:
+    """PUSH ``total`` chunks; with ``chunks`` None, say hello on the control socket first and
+    send chunks of the session it gets (credits are ignored: the learner's side is measured)."""
     ctx = zmq.Context()
+    if chunks is None:
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.connect(endpoints(address).control)
+        dealer.send_multipart(wire.encode_control("hello", {"actor_id": -1, "token": "", "pid": 1,
+                                                            "host": "bench", "version": -1}))
+        _, welcome = wire.decode_control(dealer.recv_multipart())
+        chunks = make_chunks(64, token=welcome["token"])
+        dealer.close(0)  # its acks go unread
     push = ctx.socket(zmq.PUSH)
-    push.connect(f"tcp://127.0.0.1:{port}")
+    push.connect(endpoints(address).records)
     for i in range(total):
         push.send_multipart(chunks[i % len(chunks)])
     push.close(linger=-1)  # deliver everything before exiting
     ctx.term()
 
 
-def receive(mode: str, chunks, total: int, copy: bool, extend_every: int = 1) -> float:
+def drain(pull: zmq.Socket, first, burst: int, copy: bool) -> list:
+    """``first`` and whatever else is queued, up to ``burst`` messages (never waits)."""
+    out = [first]
+    while len(out) < burst:
+        try:
+            out.append(pull.recv_multipart(zmq.NOBLOCK, copy=copy))
+        except zmq.Again:
+            break
+    return out
+
+
+def store_burst(batch, rb) -> int:
+    received = []
+    for frames in batch:
+        header, arrays = wire.open_chunk(frames, SPEC)
+        received.append(Received(None, 0, header["n"], arrays))
+    verdicts = check_chunks(received, SPEC, STREAMS)
+    return rb.ingest_arrays([c.arrays for c, v in zip(received, verdicts) if v is None])
+
+
+def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> float:
     """Steps/s over ``total`` chunks, timed from the first message received."""
+    if mode == "thread":
+        return receive_thread(total)
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
-    proc = mp.get_context("spawn").Process(target=sender, args=(port, chunks, total + 1))
+    proc = mp.get_context("spawn").Process(target=sender, args=(f"tcp://127.0.0.1:{port}", chunks, total + 1))
     proc.start()
-    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC) if mode == "ingest" else None
+    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC) if mode != "raw" else None
     pull.recv_multipart(copy=copy)  # the sender is up; start the clock
-    steps, pending = 0, []
+    steps, received = 0, 0
     start = time.perf_counter()
-    for i in range(total):
+    while received < total:
         frames = pull.recv_multipart(copy=copy)
-        if rb is None:
+        if mode == "raw":
             steps += STREAMS * STEPS
-            continue
-        header, td = wire.decode_chunk(frames, SPEC)
-        steps += header["n"]
-        pending.append(td)
-        if len(pending) == extend_every or i == total - 1:
-            rb.ingest(pending[0] if len(pending) == 1 else torch.cat(pending), checked=True)
-            pending = []
+            received += 1
+        elif mode == "one-by-one":
+            header, td = wire.decode_chunk(frames, SPEC)
+            steps += rb.ingest(td, checked=True)
+            received += 1
+        else:
+            batch = drain(pull, frames, min(burst, total - received), copy)
+            steps += store_burst(batch, rb)
+            received += len(batch)
     elapsed = time.perf_counter() - start
     proc.join()
     pull.close(0)
+    ctx.term()
+    return steps / elapsed
+
+
+def receive_thread(total: int) -> float:
+    """The real ingest thread: steps/s from its first stored chunk to its last."""
+    ctx = zmq.Context()
+    address = f"tcp://127.0.0.1:{free_port_base()}"
+    pull, router, pub = learner_sockets(ctx, address, records_max_bytes=wire.max_frame_bytes(SPEC, 4096))
+    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC)
+    server = IngestServer(pull, router, SPEC, rb.ingest_arrays, current_version=lambda: 0,
+                          current_weights=lambda: wire.encode_weights(0, {}, incarnation="0" * 16),
+                          incarnation="0" * 16, config={}, num_envs=STREAMS, max_records=4096)
+    server.start()
+    proc = mp.get_context("spawn").Process(target=sender, args=(address, None, total + 1))
+    proc.start()
+    while server.chunks < 1:
+        time.sleep(0.001)
+    start, steps0 = time.perf_counter(), server.steps
+    while server.chunks < total + 1 and server.error is None and not server.rejected:
+        time.sleep(0.002)
+    elapsed, steps = time.perf_counter() - start, server.steps - steps0
+    server.stop()
+    server.join()
+    proc.join()
+    if server.error is not None or server.rejected:
+        raise RuntimeError(f"ingest thread failed or rejected: {server.error!r} {dict(server.rejected)}")
+    for s in (pull, router, pub):
+        s.close(0)
     ctx.term()
     return steps / elapsed
 
@@ -96,7 +173,7 @@ def per_chunk_us(fn, n: int = 2000) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def breakdown(chunks) -> None:
+def breakdown(chunks, burst: int) -> None:
     import mouse.wire as w
 
     frames = chunks[0]
@@ -110,38 +187,50 @@ def breakdown(chunks) -> None:
     finally:
         w.validate_records = validate
     print("per chunk of 256 records (in memory, no socket):")
-    print(f"  decode_chunk total             {total:8.1f} us")
-    print(f"    wire checks + copies + TD    {decode_only:8.1f} us")
-    print(f"    records.record_problems      {per_chunk_us(lambda: record_problems(td, SPEC)):8.1f} us")
-    print(f"    records.continuity_problems  {per_chunk_us(lambda: continuity_problems(td)):8.1f} us")
-    print(f"  replay ingest (checked)        {per_chunk_us(lambda: rb.ingest(td, checked=True)):8.1f} us")
+    print("  one-by-one (before bursts)")
+    print(f"    decode_chunk total             {total:8.1f} us")
+    print(f"      wire checks + copies + TD    {decode_only:8.1f} us")
+    print(f"      records.record_problems      {per_chunk_us(lambda: record_problems(td, SPEC)):8.1f} us")
+    print(f"      records.continuity_problems  {per_chunk_us(lambda: continuity_problems(td)):8.1f} us")
+    print(f"    replay ingest (checked)        {per_chunk_us(lambda: rb.ingest(td, checked=True)):8.1f} us")
+    for k in sorted({1, burst}):
+        batch = [chunks[i % len(chunks)] for i in range(k)]
+        opened = [Received(None, 0, STREAMS * STEPS, wire.open_chunk(f, SPEC)[1]) for f in batch]
+        arrays = [c.arrays for c in opened]
+        print(f"  bursts of {k} chunk(s), per chunk")
+        print(f"    wire.open_chunk                {per_chunk_us(lambda: wire.open_chunk(frames, SPEC)):8.1f} us")
+        print(f"    check_chunks                   {per_chunk_us(lambda: check_chunks(opened, SPEC, STREAMS), 2000 // k) / k:8.1f} us")
+        print(f"    replay ingest_arrays           {per_chunk_us(lambda: rb.ingest_arrays(arrays), 2000 // k) / k:8.1f} us")
+        print(f"    whole burst (store_burst)      {per_chunk_us(lambda: store_burst(batch, rb), 2000 // k) / k:8.1f} us")
+
+
+MODES = ("raw", "one-by-one", "burst", "thread")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chunks", type=int, default=3000, help="chunks received per measurement")
-    p.add_argument("--rounds", type=int, default=3, help="alternating raw/ingest rounds (median)")
-    p.add_argument("--copy", action="store_true", help="recv_multipart(copy=True) in both modes")
-    p.add_argument("--extend-every", type=int, default=1,
-                   help="ingest: extend the replay buffer once per K decoded chunks (torch.cat)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of every mode (median)")
+    p.add_argument("--copy", action="store_true", help="recv_multipart(copy=True) in raw/one-by-one/burst")
+    p.add_argument("--burst", type=int, default=64, help="burst: chunks drained per storage write at most")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = p.parse_args()
     torch.set_num_threads(1)
     chunks = make_chunks(64)
-    raw, ingest = [], []
+    rates = {m: [] for m in args.modes}
     for _ in range(args.rounds):
-        raw.append(receive("raw", chunks, args.chunks, args.copy))
-        ingest.append(receive("ingest", chunks, args.chunks, args.copy, args.extend_every))
-    raw_sps, ingest_sps = statistics.median(raw), statistics.median(ingest)
+        for m in args.modes:
+            rates[m].append(receive(m, chunks, args.chunks, args.copy, args.burst))
+    med = {m: statistics.median(r) for m, r in rates.items()}
     print(f"records: obs float32[4], {STREAMS * STEPS} per chunk from {STREAMS} streams, "
           f"{sum(len(f) for f in chunks[0])} bytes in {len(chunks[0])} frames per chunk; "
-          f"recv copy={args.copy}; RB extend every {args.extend_every} chunk(s); "
+          f"recv copy={args.copy}; bursts of at most {args.burst} chunks; "
           f"median of {args.rounds} rounds x {args.chunks} chunks")
-    print(f"raw pyzmq PUSH/PULL receive : {raw_sps:12,.0f} steps/s  (rounds: "
-          + ", ".join(f"{x:,.0f}" for x in raw) + ")")
-    print(f"ingest (decode+validate+RB) : {ingest_sps:12,.0f} steps/s  (rounds: "
-          + ", ".join(f"{x:,.0f}" for x in ingest) + ")")
-    print(f"ratio ingest / raw          : {ingest_sps / raw_sps:12.3f}   (goal >= 0.8)")
-    breakdown(chunks)
+    for m in args.modes:
+        ratio = f"  ratio to raw {med[m] / med['raw']:6.3f}" if "raw" in med and m != "raw" else ""
+        print(f"{m:11s}: {med[m]:12,.0f} steps/s{ratio}  (rounds: " + ", ".join(f"{x:,.0f}" for x in rates[m]) + ")")
+    print("goal: ingest / raw >= 0.8")
+    breakdown(chunks, args.burst)
 
 
 if __name__ == "__main__":
