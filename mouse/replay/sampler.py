@@ -70,6 +70,19 @@ def _circular(column: np.ndarray, start: int, n: int) -> np.ndarray:
     return np.concatenate([column[sl] for sl in _slices(start, n, len(column))])
 
 
+def _last_positions(g_first: list, m: list, first: int, last: int, n: int, prefix: list) -> list[int]:
+    """The last ``n`` positions of a segment made of ``prefix`` and the pieces first..last
+    (piece k: m[k] rows from position g_first[k])."""
+    parts, k = [], last
+    while n > 0 and k >= first:
+        take = min(n, m[k])
+        end = g_first[k] + m[k]
+        parts.append(range(end - take, end))
+        n, k = n - take, k - 1
+    tail = [g for part in reversed(parts) for g in part]
+    return prefix[-n:] + tail if n > 0 and prefix else tail
+
+
 def _put(column: np.ndarray, start: int, values: np.ndarray) -> None:
     """Write ``values`` into ``column`` at slots start, start+1, ... (mod its length)."""
     done = 0
@@ -150,40 +163,87 @@ class StreamWindowSampler(SamplerHooks):
         starts_here = np.repeat(ends, lengths) - rows > self.seq_len - 1  # S-1 successors in its piece
         _put(self._valid_np, slot, starts_here)
         self._n_valid += int(np.count_nonzero(starts_here))
-        self._join(g0, starts.tolist(), lengths.tolist(), sid[starts].tolist(), time[starts].tolist(),
-                   time[ends - 1].tolist(), done[ends - 1].tolist())
+        self._join(g0, starts, lengths, sid[starts], time[starts], time[ends - 1], done[ends - 1])
         if self._written - self._pruned_at >= C:  # forget streams whose records are all gone
             oldest = self._written - C
             self._streams = {s: st for s, st in self._streams.items() if st.last_g >= oldest}
             self._pruned_at = self._written
 
-    def _join(self, g0, starts, lengths, sids, first_times, last_times, last_dones) -> None:
-        """Link each piece to its stream's stored segment; its tail rows may become window starts."""
-        C, S1, oldest = self.capacity, self.seq_len - 1, self._written - self.capacity
-        link_src, link_dst, newly_valid = [], [], []
-        for a, m, s, t0, t_last, d_last in zip(starts, lengths, sids, first_times, last_times, last_dones):
-            g_first, g_last = g0 + a, g0 + a + m - 1
-            st = self._streams.get(s)
-            tail: list[int] = []
-            if (st is not None and st.last_g >= oldest
-                    and t0 == next_time(st.last_time, st.last_done)):
-                link_src.append(st.last_g % C)
-                link_dst.append(g_first % C)
-                tail = st.tail
-                if tail and tail[0] < oldest:  # ascending: filter only when some are gone
-                    tail = [g for g in tail if g >= oldest]
-                # chain = tail + piece; its first len(chain) - S1 entries have S1 successors
-                newly_valid.extend(tail[: max(0, len(tail) + m - S1)])
-            if m >= S1:  # the piece alone holds the segment's last S1 rows
-                tail = list(range(g_last - S1 + 1, g_last + 1))
+    def _join(self, g0: int, starts, lengths, sids, first_times, last_times, last_dones) -> None:
+        """Link each piece (arrays over the pieces, in write order) to the segment before it:
+        its stream's stored one, or an earlier piece of the same write (a burst of chunks holds
+        several pieces of each stream). Rows that now have S-1 successors in their segment
+        become window starts; each stream keeps its segment's last S-1 positions as its tail.
+
+        The same index and stream state as joining the pieces one at a time, but in numpy over
+        all pieces: Python steps once per stream written (its stored state), not per piece."""
+        S1 = self.seq_len - 1
+        order = np.argsort(sids, kind="stable")  # [P]: each stream's pieces together, in write order
+        s, m, t0 = sids[order], lengths[order], first_times[order]
+        g_first = starts[order] + g0  # [P] global positions
+        t_last, d_last = last_times[order], last_dones[order]
+        head = np.ones(len(s), dtype=bool)  # [P] the stream's first piece in this write
+        np.not_equal(s[1:], s[:-1], out=head[1:])
+        # a later piece continues the stream's piece before it (present: it was just written)
+        joins = ~head[1:] & (t0[1:] == next_time(t_last[:-1], d_last[:-1]))  # [P-1]
+        # [P] a segment of this write starts here (it may go on from a stored one)
+        new = np.ones(len(s), dtype=bool)
+        np.logical_not(joins, out=new[1:])
+        after = np.zeros_like(m)  # [P] rows of the piece's segment written after it
+        newly = np.empty(0, dtype=np.int64)  # positions that become window starts
+        if joins.any():  # segments that run through several pieces (a burst)
+            cum = np.cumsum(m)
+            ends = np.ones(len(s), dtype=bool)
+            ends[:-1] = new[1:]
+            after = cum[ends][np.cumsum(new) - 1] - cum
+            # rows without S-1 successors in their piece that have them in the segment
+            lo = np.maximum(m - S1, 0)
+            count = np.maximum(np.minimum(m, m - S1 + after) - lo, 0)  # [P]
+            newly = np.repeat(g_first + lo - (np.cumsum(count) - count), count) + np.arange(count.sum())
+        heads = np.flatnonzero(head)  # each stream's first and last piece
+        lasts = np.append(heads[1:], len(s)) - 1
+        seg_first = np.flatnonzero(new)[np.cumsum(new) - 1]  # [P] the first piece of each piece's segment
+        links, stored_valid = self._update_streams(order, heads, lasts, seg_first, s, m, t0, g_first, after,
+                                                   t_last, d_last)
+        g_last = g_first + m - 1
+        src = np.concatenate([g_last[:-1][joins], np.array(links[0::2], dtype=np.int64)])
+        dst = np.concatenate([g_first[1:][joins], np.array(links[1::2], dtype=np.int64)])
+        newly = np.concatenate([newly, np.array(stored_valid, dtype=np.int64)])
+        C = self.capacity
+        self._next_np[src % C] = dst % C
+        self._valid_np[newly % C] = True
+        self._n_valid += len(newly)
+
+    def _update_streams(self, order, heads, lasts, seg_first, s, m, t0, g_first, after, t_last, d_last):
+        """Each written stream's state after this write. The arrays are over the pieces sorted
+        by stream (``order``; write order within a stream); ``heads``/``lasts``: each stream's
+        first/last piece; ``seg_first``: the first piece of each piece's segment. Returns the
+        links from stored segments (source, destination, ... positions) and the stored tail
+        rows that became window starts."""
+        S1, oldest = self.seq_len - 1, self._written - self.capacity
+        s, m, t0, g_first, after, t_last, d_last, seg_first = (
+            x.tolist() for x in (s, m, t0, g_first, after, t_last, d_last, seg_first))
+        links, valid, fresh = [], [], []
+        for h, k in zip(heads.tolist(), lasts.tolist()):
+            st = self._streams.get(s[h])
+            prefix: list[int] = []  # the stored tail this write's first segment continues
+            if st is not None and st.last_g >= oldest and t0[h] == next_time(st.last_time, st.last_done):
+                links += (st.last_g, g_first[h])
+                prefix = st.tail
+                if prefix and prefix[0] < oldest:  # ascending: filter only when some are gone
+                    prefix = [g for g in prefix if g >= oldest]
+                # the stored tail rows with S-1 successors once its segment goes on
+                valid += prefix[: max(0, len(prefix) + after[h] + m[h] - S1)]
+            first = seg_first[k]  # of the stream's last segment
+            tail = _last_positions(g_first, m, first, k, S1, prefix if first == h else [])
+            state = _Stream(t_last[k], d_last[k], g_first[k] + m[k] - 1, tail)
+            if st is None:  # new streams join the dict in the order they first appear in the write
+                fresh.append((int(order[h]), s[h], state))
             else:
-                tail = (tail + list(range(g_first, g_last + 1)))[-S1:]
-            self._streams[s] = _Stream(t_last, d_last, g_last, tail)
-        if link_src:
-            self._next_np[link_src] = link_dst
-        if newly_valid:
-            self._valid_np[np.array(newly_valid) % C] = True
-            self._n_valid += len(newly_valid)
+                self._streams[s[h]] = state
+        for _, stream, state in sorted(fresh):
+            self._streams[stream] = state
+        return links, valid
 
     def add(self, index) -> None:
         self.extend(torch.as_tensor(index).reshape(1))

@@ -107,6 +107,62 @@ def test_random_histories_match_a_brute_force_oracle(seed):
             assert stored_windows(replay) == oracle_windows(replay, S), f"step {i}"
 
 
+def grouped_arrays(chunk) -> dict:
+    """A chunk as the learner's ingest stores it: numpy arrays, grouped by stream (stable)."""
+    order = torch.argsort(chunk["stream_id"], stable=True)
+    return {k: v[order].numpy() for k, v in chunk.items()}
+
+
+def present(state: dict, capacity: int) -> list:
+    """The sampler's streams with the positions still present in their tails: a tail drops its
+    overwritten positions when the stream next goes on, which one write per chunk may do at an
+    earlier chunk than a burst (both only ever join from present rows)."""
+    oldest = state["written"] - capacity
+    return [[*st[:4], [g for g in st[4] if g >= oldest]] for st in state["streams"]]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_bursts_index_exactly_like_one_write_per_chunk(seed):
+    """Several chunks in one write (the learner's ingest bursts: many pieces of each stream,
+    segments running through pieces shorter than S, gaps and restarts between chunks of one
+    burst, wrap-around, S changing) leave the sampler's whole state as one write per chunk:
+    links, window starts, each stream's last record and tail, and the streams' order; and the
+    windows are the brute-force oracle's."""
+    rng = random.Random(seed)
+    streams = list(range(rng.randint(1, 4)))
+    actor = FakeActor(streams, episode_len=rng.randint(2, 7))
+    S, capacity = rng.randint(1, 8), rng.randint(24, 120)
+    one, burst = (make_replay_buffer(ReplayConfig(capacity=capacity), CARTPOLE, seq_len=S) for _ in range(2))
+    touched: set[int] = set()  # as in the oracle test: a gap and a restart together can look seamless
+    for i in range(40):
+        chunks = []
+        for _ in range(rng.randint(1, 6)):
+            sub = rng.sample(streams, rng.randint(1, len(streams)))
+            fresh = [s for s in sub if s not in touched]
+            r = rng.random()
+            if r < 0.15 and (n := rng.randint(1, 9)) % actor.episode_len:
+                actor.skip(n, fresh)
+                touched.update(fresh)
+            elif r < 0.25:
+                actor.restart(fresh)
+                touched.update(fresh)
+            chunks.append(actor.records(rng.randint(1, min(5, capacity // len(sub))), sub))
+            touched.difference_update(sub)
+        if rng.random() < 0.1:
+            S = rng.randint(1, 8)
+            for replay in (one, burst):
+                replay.sampler.set_seq_len(S)
+        for chunk in chunks:
+            one.ingest(chunk)
+        burst.ingest_arrays([grouped_arrays(c) for c in chunks])
+        got, want = burst.sampler.state_dict(), one.sampler.state_dict()
+        assert got["written"] == want["written"]
+        assert present(got, capacity) == present(want, capacity), f"burst {i}"
+        assert torch.equal(got["valid"], want["valid"]) and torch.equal(got["next"], want["next"]), f"burst {i}"
+        assert burst.num_windows == one.num_windows == int(got["valid"].sum())
+    assert stored_windows(burst) == oracle_windows(burst, S)
+
+
 def chi2_uniform(counts: torch.Tensor) -> tuple[float, int]:
     expected = counts.sum() / len(counts)
     return float(((counts - expected) ** 2 / expected).sum()), len(counts) - 1
