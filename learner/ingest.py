@@ -19,7 +19,8 @@ session of the actor id it names. Flow control is by credits: an actor may have
 ``credits`` record chunks in flight; each chunk the learner stores (or refuses from
 a known session) earns that actor one credit back, unless the learner is too far
 behind its replay ratio, in which case the credit is owed and paid once training
-catches up. Acks carry the session's total grant, so a lost ack costs nothing.
+catches up. Acks carry the session's total grant, so a lost ack costs nothing, and
+one ack per actor at the end of each records burst pays every credit its chunks earned.
 
 Memory and time stay bounded whatever peers send: sessions are at most
 ``max_actors`` (so remembered streams at most ``max_actors * num_envs``), a
@@ -144,6 +145,7 @@ class IngestServer(threading.Thread):
         self.error: BaseException | None = None
         self._pending: list[Received] = []  # chunks of this burst, stored together (_flush)
         self._pending_bytes = 0
+        self._earned: dict[int, ActorState] = {}  # sessions whose chunks earned credits this burst
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -227,10 +229,16 @@ class IngestServer(threading.Thread):
 
     def _flush(self) -> None:
         """Check the held chunks (each gets its own verdict), store the good ones with one
-        write, then book each one and return its credit, in the order they came."""
+        write, book each one in the order they came, then ack each actor once: the total
+        grant pays every credit its chunks (stored or refused) earned in this burst."""
         pending, self._pending, self._pending_bytes = self._pending, [], 0
-        if not pending:
-            return
+        if pending:
+            self._store(pending)
+        earned, self._earned = self._earned, {}
+        for st in earned.values():
+            self._pay_owed(st)
+
+    def _store(self, pending: list[Received]) -> None:
         good = []
         for c, verdict in zip(pending, check_chunks(pending, self.spec, self.num_envs)):
             if verdict is None:
@@ -270,7 +278,7 @@ class IngestServer(threading.Thread):
             st.steps += n
             st.version = max(st.version, top)
             st.owed += 1  # the chunk is out of flight either way: its credit comes back
-        self._pay_owed(st)
+        self._earned[id(st)] = st
 
     def _episodes(self, body: dict) -> None:
         st = self.sessions.check(body["actor_id"], body["token"])
@@ -288,10 +296,11 @@ class IngestServer(threading.Thread):
         self.episodes.extend(episodes)
 
     def _return_credit(self, st: ActorState) -> None:
-        """A known session's refused chunk is out of flight: its credit comes back (nothing else)."""
+        """A known session's refused chunk is out of flight: its credit comes back (nothing else),
+        with the burst's ack (``_flush``)."""
         with self.lock:
             st.owed += 1
-        self._pay_owed(st)
+        self._earned[id(st)] = st
 
     def _pay_owed(self, only: ActorState | None = None) -> None:
         if not self.may_receive():
