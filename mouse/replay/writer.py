@@ -26,6 +26,21 @@ def _plain(x: torch.Tensor) -> torch.Tensor:
     return x if type(x) is torch.Tensor else x.as_subclass(torch.Tensor)
 
 
+def _same_layout(chunks: list[dict[str, np.ndarray]], dsts: dict[str, np.ndarray]) -> bool:
+    """Every chunk has exactly the columns' fields, dtypes and per-record shapes (checked per
+    chunk and field before anything is written: the cheapest comparisons first, since a burst
+    runs this a few hundred times)."""
+    want, keys = [(k, d.dtype, d.shape[1:]) for k, d in dsts.items()], dsts.keys()
+    for c in chunks:
+        if c.keys() != keys:
+            return False
+        for k, dtype, shape in want:
+            a = c[k]
+            if (a.dtype is not dtype and a.dtype != dtype) or a.shape[1:] != shape:
+                return False
+    return True
+
+
 class ArrayChunks:
     """Several checked chunks for one write: each a dict {field: numpy array [n_i, ...]} (read-only
     frame views are fine: they are copied once, into the storage). ``ReplayBuffer.extend`` hands
@@ -98,8 +113,7 @@ class FifoSliceWriter(RoundRobinWriter):
                 isinstance(col, torch.Tensor) and col.device.type == "cpu" for col in columns.values()):
             return False
         dsts = {k: col.numpy() for k, col in columns.items()}
-        if any(c.keys() != dsts.keys() or any(c[k].dtype != d.dtype or c[k].shape[1:] != d.shape[1:]
-                                              for k, d in dsts.items()) for c in data.chunks):
+        if not _same_layout(data.chunks, dsts):
             raise ValueError("chunks with other fields, dtypes or shapes than the stored records")
         n = data.n
         for key, dst in dsts.items():

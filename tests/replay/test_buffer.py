@@ -73,6 +73,30 @@ def test_a_chunk_larger_than_the_buffer_is_rejected():
     assert len(replay) == 0
 
 
+def _arrays(td) -> dict:
+    return {k: v.numpy() for k, v in td.items()}
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda a: {**a, "reward": a["reward"].astype("float64")},  # another dtype
+    lambda a: {**a, CARTPOLE.obs_key: a[CARTPOLE.obs_key][:, :3]},  # another per-record shape
+    lambda a: {k: v for k, v in a.items() if k != "reward"},  # a field missing
+    lambda a: {**a, "extra": a["reward"]},  # a field more
+], ids=["dtype", "shape", "missing", "extra"])
+def test_ingest_arrays_refuses_other_layouts_before_writing(corrupt):
+    """In a burst of good chunks, one of another layout is refused and nothing is written
+    (the storage's oldest rows would otherwise be overwritten field by field)."""
+    replay = make_replay_buffer(ReplayConfig(capacity=16), CARTPOLE, seq_len=2)
+    actor = FakeActor([0])
+    replay.ingest(actor.records(12))
+    before = snapshot(replay)
+    chunks = [_arrays(actor.records(2)) for _ in range(3)]
+    chunks[2] = corrupt(chunks[2])
+    with pytest.raises(ValueError, match="other fields, dtypes or shapes"):
+        replay.ingest_arrays(chunks)
+    assert_same(snapshot(replay), before)
+
+
 def test_without_a_spec_the_first_chunk_fixes_the_fields():
     replay = make_replay_buffer(ReplayConfig(capacity=50), seq_len=2)
     actor = FakeActor([0])
