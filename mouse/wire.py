@@ -74,8 +74,10 @@ sender there, so a forged chunk costs it no copy.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
+import operator
 import struct
 import sys
 from dataclasses import dataclass
@@ -523,10 +525,33 @@ _EPISODE = {"stream_id": _nonneg_int, "return": _number, "length": _nonneg_int,
             "policy_version": _policy_version}
 
 
+_episode_columns = operator.itemgetter(*_EPISODE)
+
+
 def _episodes(x) -> bool:
-    return isinstance(x, list) and len(x) <= MAX_EPISODES and all(
-        isinstance(e, dict) and e.keys() == _EPISODE.keys() and all(ok(e[k]) for k, ok in _EPISODE.items())
-        for e in x)
+    """The ``_EPISODE`` checks, a column at a time in C-level loops (map, min, max): a chunk's
+    episode message holds dozens to hundreds of short episodes, and per-episode Python calls
+    cost more than encoding them."""
+    if not (isinstance(x, list) and len(x) <= MAX_EPISODES):
+        return False
+    if not (all(map(isinstance, x, itertools.repeat(dict)))
+            and all(map(_EPISODE.keys().__eq__, map(dict.keys, x)))):
+        return False
+    if not x:
+        return True
+    sids, returns, lengths, versions = zip(*map(_episode_columns, x))
+    return (_ints_within(sids, 0) and _ints_within(lengths, 0) and _ints_within(versions, -1)
+            and _numbers(returns))
+
+
+def _ints_within(column: tuple, low: int) -> bool:
+    return set(map(type, column)) == {int} and low <= min(column) and max(column) <= MAX_VERSION
+
+
+def _numbers(column: tuple) -> bool:
+    if set(map(type, column)) == {float}:
+        return all(map(math.isfinite, column))
+    return all(map(_number, column))
 
 
 CONTROL_SCHEMAS = {

@@ -181,6 +181,16 @@ BAD_BODIES = [
     ("episode", {**CONTROL["episode"], "episodes": [{**EPISODE, "policy_version": 2**62}]}),
     ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * (wire.MAX_EPISODES + 1)}),
     ("episode", {**CONTROL["episode"], "episodes": {"stream_id": 4}}),
+    # episodes are checked a column at a time: one bad value among good ones, in each column
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "stream_id": True}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "stream_id": -1}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "return": math.inf}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "return": "21"}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [{**EPISODE, "return": 3}, {**EPISODE, "return": math.nan}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "length": 2.0}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "policy_version": -2}]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [[4, 21.0, 21, 3]]}),
+    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "extra": 1}]}),
     ("bye", {"actor_id": -1, "token": TOKEN}),
     ("bye", {"actor_id": 1}),
     ("bye", []),
@@ -554,3 +564,10 @@ def test_max_frame_bytes_holds_every_valid_records_frame():
     assert len(wire.encode_control("episode", {"actor_id": 2**53, "token": TOKEN, "episodes": episodes})[0]) \
         <= limit
     assert limit < 2 * wire.max_frame_bytes(spec, 9)  # proportional to the records, not a constant
+
+
+def test_episode_returns_may_be_ints_or_floats():
+    """Int returns (any size: the learner bounds them by max_abs_reward * length) pass beside floats."""
+    episodes = [{**EPISODE, "return": 3}, {**EPISODE, "return": 2.5}, {**EPISODE, "return": -10**30}]
+    body = {**CONTROL["episode"], "episodes": episodes}
+    assert wire.decode_control(wire.encode_control("episode", body)) == ("episode", body)
