@@ -156,7 +156,9 @@ def _header(kind: str, body: dict) -> bytes:
 def _byte_view(frame, i: int) -> memoryview:
     """A flat byte view of a frame without copying (zmq.Frame from recv(copy=False): .buffer)."""
     try:
-        view = memoryview(frame.buffer if hasattr(frame, "buffer") else frame)
+        view = getattr(frame, "buffer", frame)
+        if type(view) is not memoryview:  # (a zmq.Frame's buffer already is one: no second view)
+            view = memoryview(view)
         return view if view.format == "B" and view.ndim == 1 else view.cast("B")
     except (TypeError, ValueError, AttributeError):
         raise WireError("bad_length" if i else "bad_header",
@@ -331,9 +333,10 @@ def _spec_fields(spec: RecordSpec) -> dict:
     return spec.fields()  # RecordSpec is frozen: its fields never change
 
 
-def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tuple[int, str, int, tuple]:
-    """(actor_id, token, n, fields as a tuple of [name, dtype, shape]) of a chunk header that
-    matches ``spec``, or WireError. Immutable: the result may be cached."""
+def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tuple:
+    """(actor_id, token, n, fields as a tuple of [name, dtype, shape], how to view each field's
+    frame) of a chunk header that matches ``spec``, or WireError. Immutable: the result may be
+    cached."""
     body = _parse("chunk", text)
     _check_keys(body, {"actor_id", "token", "n", "fields"}, "bad_header", "chunk header")
     actor_id, token, n = body["actor_id"], body["token"], body["n"]
@@ -341,10 +344,16 @@ def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tupl
         raise WireError("bad_header", f"actor_id {str(actor_id)[:40]} is not an int >= 0 or token "
                                       f"{str(token)[:40]} is not {TOKEN_HEX} hex digits")
     try:
-        return actor_id, token, n, _check_chunk_header(body, n, spec, max_records)
+        entries = _check_chunk_header(body, n, spec, max_records)
     except WireError as e:
         e.sender = (actor_id, token)  # the receiver may return the sender's credit
         raise
+    # how to view each frame: (name, numpy dtype, [n, *shape], bytes, bool?); bfloat16 stays raw bytes
+    plan = tuple((name, _NUMPY.get(dtype, np.uint8),
+                  (n, *shape) if dtype is not torch.bfloat16 else (n * math.prod(shape) * 2,),
+                  n * math.prod(shape) * dtype.itemsize, dtype is torch.bool)
+                 for name, dtype, shape in entries)
+    return actor_id, token, n, entries, plan
 
 
 def _check_chunk_header(body: dict, n, spec: RecordSpec, max_records: int) -> tuple:
@@ -377,19 +386,19 @@ def _chunk_views(text: bytes, views: list[memoryview], spec: RecordSpec, max_rec
     """(header, {name: read-only numpy view [n, *shape] of its frame}) once the header, the
     sender (``admit``), the frame lengths and bool bytes are checked; record values are not."""
     parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
-    actor_id, token, n, entries = parse(text, spec, max_records)
+    actor_id, token, n, entries, plan = parse(text, spec, max_records)
     header = {"actor_id": actor_id, "token": token, "n": n}
     if admit is not None:
         admit(header)  # before any record frame is read
     try:
-        _check_frames(views, entries, (n,))
+        if len(views) != 1 + len(plan) or any(v.nbytes != p[3] for v, p in zip(views[1:], plan)):
+            _check_frames(views, entries, (n,))  # raises, naming the first wrong frame
         arrays = {}
-        for v, (name, dtype, shape) in zip(views[1:], entries):
-            array = np.frombuffer(v, dtype=_NUMPY.get(dtype, np.uint8))
-            if dtype is torch.bool and array.view(np.uint8).max(initial=0) > 1:  # not valid bools
+        for v, (name, dtype, shape, _, is_bool) in zip(views[1:], plan):
+            array = np.ndarray(shape, dtype, v)  # a read-only view of the frame [n, *shape]
+            if is_bool and array.view(np.uint8).max(initial=0) > 1:  # not valid bools
                 raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
-            # numpy's reshape: a third of torch's call overhead (bfloat16 stays raw bytes)
-            arrays[name] = array.reshape((n, *shape)) if dtype is not torch.bfloat16 else array
+            arrays[name] = array
     except WireError as e:
         e.sender = (actor_id, token)  # the receiver may still return the sender's credit
         raise
