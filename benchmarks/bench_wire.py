@@ -14,7 +14,7 @@ timed from its first message:
   ``learner.chunks.check_chunks`` (one pass over all of them) and one
   ``StreamReplay.ingest_arrays`` (one copy from the frames into the storage);
 - thread: the real ``learner.ingest.IngestServer`` on the learner's sockets (the sender
-  says hello first and ignores its credits): sessions, bookkeeping and one ack per chunk.
+  says hello first and ignores its credits): sessions, bookkeeping and one ack per actor and burst.
 
 Prints steps/s for each, the ratios to raw (goal >= 0.8), and where the time of one
 chunk goes. Never asserts a time.
