@@ -246,8 +246,10 @@ class IngestServer(threading.Thread):
             else:
                 self._reject(*verdict)
                 self._return_credit(c.st)
+        if not good:
+            return
         try:
-            self.insert([c.arrays for c in good]) if good else None
+            self.insert([c.arrays for c in good])
         except ValueError:  # the buffer refused one (nothing was written): find it, store the rest
             good = [c for c in good if self._insert_alone(c)]
         for c in good:

@@ -530,9 +530,20 @@ def _counters(x) -> bool:
             and all(k in HEARTBEAT_COUNTERS and _counter(k, v) for k, v in x.items()))
 
 
-_EPISODE = {"stream_id": _nonneg_int, "return": _number, "length": _nonneg_int,
-            "policy_version": _policy_version}
+def _ints_within(column: tuple, low: int) -> bool:
+    return set(map(type, column)) == {int} and low <= min(column) and max(column) <= MAX_VERSION
 
+
+def _numbers(column: tuple) -> bool:
+    if set(map(type, column)) == {float}:
+        return all(map(math.isfinite, column))
+    return all(map(_number, column))
+
+
+# an episode's fields and the check of each field's column (over all of a message's episodes):
+# stream_id and length as _nonneg_int, return as _number, policy_version as _policy_version
+_EPISODE = {"stream_id": lambda c: _ints_within(c, 0), "return": _numbers,
+            "length": lambda c: _ints_within(c, 0), "policy_version": lambda c: _ints_within(c, -1)}
 
 _episode_columns = operator.itemgetter(*_EPISODE)
 
@@ -546,21 +557,8 @@ def _episodes(x) -> bool:
     if not (all(map(isinstance, x, itertools.repeat(dict)))
             and all(map(_EPISODE.keys().__eq__, map(dict.keys, x)))):
         return False
-    if not x:
-        return True
-    sids, returns, lengths, versions = zip(*map(_episode_columns, x))
-    return (_ints_within(sids, 0) and _ints_within(lengths, 0) and _ints_within(versions, -1)
-            and _numbers(returns))
-
-
-def _ints_within(column: tuple, low: int) -> bool:
-    return set(map(type, column)) == {int} and low <= min(column) and max(column) <= MAX_VERSION
-
-
-def _numbers(column: tuple) -> bool:
-    if set(map(type, column)) == {float}:
-        return all(map(math.isfinite, column))
-    return all(map(_number, column))
+    columns = zip(*map(_episode_columns, x)) if x else ()
+    return all(check(column) for check, column in zip(_EPISODE.values(), columns))
 
 
 CONTROL_SCHEMAS = {
