@@ -10,6 +10,16 @@ learner's incarnation, the run config and its credits; every message the actor
 sends carries the id and token. Acks carry the session's total credit grant, so a
 lost ack costs nothing.
 
+Delivery. Each chunk carries its number in the session (``seq``), and the actor keeps
+it until an ack or heartbeat answer says the learner has taken it (``received``). A
+reset connection loses what was in it: when the learner has answered for RESEND_BEATS
+heartbeats since a chunk left without taking it, every chunk not taken goes again (the
+learner takes a session's chunks in order only, and drops copies). On a clean stop the
+actor waits, DRAIN_BEATS heartbeats at most, until everything it sent is taken, then
+says bye: a clean stop loses nothing. A new session (a new learner) starts at seq 0;
+the chunks the old one never took are dropped (``chunks_dropped``), a gap in the
+streams that the replay handles.
+
 A learner may go away and come back: a learner restarted from its checkpoint is a
 new incarnation. The actor never gives up by default (``actor.learner_timeout_s``
 = 0): it notices a new learner (a "rejoin" answer to its heartbeat, weights of
@@ -46,13 +56,14 @@ from mouse.config import RunConfig, from_dict
 from mouse.envs import describe_env
 from mouse.keys import refusal_message
 from mouse.status import write_status
-from mouse.transport import HandshakeWatch, actor_sockets, drain_latest
+from mouse.transport import DRAIN_BEATS, HandshakeWatch, actor_sockets, drain_latest
 
 from .stepper import Stepper
 
 log = logging.getLogger("mouse.actor")
 
 SILENT_BEATS = 3  # heartbeats without any word from the learner before saying hello again
+RESEND_BEATS = 3  # heartbeats of answers without a chunk taken before the chunks not taken go again
 
 
 class ActorRefused(ValueError):
@@ -187,6 +198,7 @@ class Actor:
         self.stepper = Stepper(cfg, actor_id, self.info, self.model)
         self.token, self.incarnation = welcome.token, welcome.incarnation
         self.granted, self.sent = welcome.credits, 0  # credits = granted - sent (this session)
+        self.unacked: collections.deque = collections.deque()  # [seq, frames, sent at]: not yet taken
         self.weights_incarnation: str | None = None  # the learner process the acting weights came from
         self.past_incarnations: collections.deque = collections.deque(maxlen=8)
         self.rejoining = False  # saying hello again; no records go out meanwhile
@@ -194,8 +206,9 @@ class Actor:
         self.stopping = False
         self.stop_reason: str | None = None
         self.refused: str | None = None  # set when a learner refused this actor: run() raises it
-        self.counters = {"env_steps": 0, "chunks_sent": 0, "send_blocked_s": 0.0, "episodes": 0,
-                         "bad_replies": 0, "bad_weights": 0, "rejoins": 0}
+        self.counters = {"env_steps": 0, "chunks_sent": 0, "chunks_resent": 0, "chunks_dropped": 0,
+                         "send_blocked_s": 0.0, "episodes": 0, "bad_replies": 0, "bad_weights": 0,
+                         "rejoins": 0}
         self.last_heard = clock()  # the last valid word from the session's learner
         if weights is not None:
             self._offer_weights(weights)
@@ -289,6 +302,7 @@ class Actor:
                 self._bad("bad_replies", f"a {kind} from learner incarnation {body['incarnation']}")
             return
         self.last_heard = self.clock()
+        self._taken(body["received"])
         if kind == "ack":
             self.granted = max(self.granted, body["credits"])
         elif not self.stopping:
@@ -299,6 +313,8 @@ class Actor:
         if body["token"] == self.token and body["incarnation"] == self.incarnation:
             self.granted = max(self.granted, body["credits"])  # the same session: nothing is lost
             self.last_heard, self.rejoining = self.clock(), False
+            for entry in self.unacked:  # what a cut link held back may still arrive: wait afresh
+                entry[2] = self.last_heard
             return
         if not self.rejoining or body["actor_id"] != self.actor_id:
             return self._bad("bad_replies", "a welcome to another session")
@@ -315,6 +331,8 @@ class Actor:
             self.past_incarnations.append(self.incarnation)
         self.token, self.incarnation = body["token"], body["incarnation"]
         self.granted, self.sent = body["credits"], 0
+        self.counters["chunks_dropped"] += len(self.unacked)  # the old session's: never resent
+        self.unacked.clear()
         self.last_heard, self.rejoining = self.clock(), False
         log.info("actor %d joined the learner again (incarnation %s)", self.actor_id, self.incarnation)
 
@@ -333,6 +351,7 @@ class Actor:
             return
         self.next_beat = self.clock() + self.cfg.actor.heartbeat_s
         self._check_silence()
+        self._resend_lost()
         self.counters["env_steps"] = self.stepper.env_steps
         self._write_status("stopping" if self.stopping else "running")
         if self.rejoining:
@@ -350,6 +369,26 @@ class Actor:
             self._rejoin(f"no word from the learner for {silent:.0f}s")
 
     # --- sending -----------------------------------------------------------------------
+    def _taken(self, received: int) -> None:
+        """The learner has taken the session's chunks up to ``received``: forget those."""
+        while self.unacked and self.unacked[0][0] < received:
+            self.unacked.popleft()
+
+    def _resend_lost(self) -> None:
+        """Resend every chunk not taken once the learner has answered, RESEND_BEATS heartbeats
+        (one when stopping) after the oldest left, without taking it: a reset connection lost
+        it, and the learner dropped whatever came after."""
+        if not self.unacked or self.rejoining:
+            return
+        beats = 1 if self.stopping else RESEND_BEATS
+        if self.last_heard - self.unacked[0][2] < beats * self.cfg.actor.heartbeat_s:
+            return
+        for entry in self.unacked:
+            if not self._send(entry[1]):
+                break
+            entry[2] = self.clock()
+            self.counters["chunks_resent"] += 1
+
     def _wait_for_credit(self) -> None:
         """Explicit backpressure: a chunk leaves only with a credit of the current session."""
         start = self.clock()
@@ -378,6 +417,8 @@ class Actor:
         self._write_status("running")
         try:
             self._loop(max_steps)
+            if not self.refused:
+                self._drain()
             _send_control(self.dealer, "bye", {"actor_id": self.actor_id, "token": self.token})
         finally:
             # linger: the last chunk and the bye are only queued; let zmq deliver them
@@ -409,11 +450,23 @@ class Actor:
         if not self.refused:
             self._flush()  # nothing lost on a clean stop (the learner drains while stopping)
 
+    def _drain(self) -> None:
+        """Before the bye: wait until the learner has taken every chunk sent (resending what a
+        connection lost), DRAIN_BEATS heartbeats at most, and not while there is no session."""
+        deadline = self.clock() + DRAIN_BEATS * self.cfg.actor.heartbeat_s
+        while self.unacked and not self.rejoining and self.clock() < deadline:
+            if self.dealer.poll(50):
+                self._handle_replies()
+                self._resend_lost()  # as soon as an answer shows a loss
+            self._heartbeat()
+
     def _flush(self) -> None:
         chunk, episodes = self.stepper.take()
         if chunk is not None:
             self._wait_for_credit()
-            if self._send(wire.encode_chunk(chunk, self.actor_id, self.token)):
+            frames = wire.encode_chunk(chunk, self.actor_id, self.token, self.sent)
+            if self._send(frames):  # (the chunk's tensors are fresh: they stay as sent until taken)
+                self.unacked.append([self.sent, frames, self.clock()])
                 self.counters["chunks_sent"] += 1
                 self.sent += 1
         if episodes:

@@ -131,7 +131,7 @@ def sink(pull, router, cfg: RunConfig, weights, stop) -> None:
     poller = zmq.Poller()
     poller.register(pull, zmq.POLLIN)
     poller.register(router, zmq.POLLIN)
-    actor, granted = None, cfg.learner.credits_per_actor
+    actor, granted, taken = None, cfg.learner.credits_per_actor, 0
     session = {"incarnation": "0" * wire.INCARNATION_HEX}
     while not stop.is_set():
         ready = dict(poller.poll(50))
@@ -151,8 +151,8 @@ def sink(pull, router, cfg: RunConfig, weights, stop) -> None:
                 except zmq.Again:
                     break
                 if wire.peek_kind(frames) == "chunk":
-                    granted += 1  # acks carry the session's total grant
-                    ack = {"version": 1, "credits": granted, **session}
+                    granted, taken = granted + 1, taken + 1  # acks carry the session's totals
+                    ack = {"version": 1, "credits": granted, "received": taken, **session}
                     router.send_multipart([actor, *wire.encode_control("ack", ack)])
 
 

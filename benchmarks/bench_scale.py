@@ -156,7 +156,7 @@ def run_raw(endpoint: str, cfg_dict: dict, stop) -> dict:
     """PUSH the same encoded chunks as a synthetic actor, no credits, until ``stop`` is set."""
     cfg = from_dict(RunConfig, cfg_dict)
     source = ChunkSource(cfg, 0, 0)
-    messages = [[bytes(f) for f in wire.encode_chunk(c, 0, "0" * wire.TOKEN_HEX)] for c in source.chunks]
+    messages = [[bytes(f) for f in wire.encode_chunk(c, 0, "0" * wire.TOKEN_HEX, 0)] for c in source.chunks]
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 64)
     push.connect(endpoint)

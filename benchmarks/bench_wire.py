@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import statistics
+import struct
 import time
 
 import torch
@@ -56,8 +57,14 @@ def make_chunks(count: int, seed: int = 0, token: str = "0" * wire.TOKEN_HEX) ->
                                   torch.zeros(STREAMS, dtype=torch.bool)))
         last = steps[-1]
         td = torch.stack(steps, dim=1).reshape(-1)  # [8, 32] -> [256], stream-major
-        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, token, spec=SPEC)])
+        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, token, 0, spec=SPEC)])
     return chunks
+
+
+def numbered(head: bytes, seq: int) -> bytes:
+    """A chunk's frame 0 as chunk number ``seq`` of its session: the learner takes a session's
+    chunks in order (its seq is the 8 bytes after the prefix, ``mouse.wire``)."""
+    return head[:8] + struct.pack("<Q", seq) + head[16:]
 
 
 def sender(address: str, chunks, total: int) -> None:
@@ -75,7 +82,8 @@ def sender(address: str, chunks, total: int) -> None:
     push = ctx.socket(zmq.PUSH)
     push.connect(endpoints(address).records)
     for i in range(total):
-        push.send_multipart(chunks[i % len(chunks)])
+        head, *frames = chunks[i % len(chunks)]
+        push.send_multipart([numbered(head, i), *frames])
     push.close(linger=-1)  # deliver everything before exiting
     ctx.term()
 

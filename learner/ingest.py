@@ -22,6 +22,14 @@ behind its replay ratio, in which case the credit is owed and paid once training
 catches up. Acks carry the session's total grant, so a lost ack costs nothing, and
 one ack per actor at the end of each records burst pays every credit its chunks earned.
 
+Delivery. A session's chunks are taken in their ``seq`` order only, and every ack (and
+every answer to a heartbeat) says how many were taken (``received``). A chunk a reset
+connection lost leaves a gap: what follows it is dropped as ``out_of_order`` until the
+actor resends from the gap on; a resent chunk that had arrived after all is dropped as a
+``duplicate``. Neither is a rejection (both are counted in ``skipped``) and neither earns a
+credit: a chunk earns one once, when taken. So nothing a connection loses is lost, and no
+record is stored twice.
+
 Memory and time stay bounded whatever peers send: sessions are at most
 ``max_actors`` (so remembered streams at most ``max_actors * num_envs``), a
 heartbeat's counters are a fixed set of bounded numbers, messages with more frames
@@ -64,6 +72,10 @@ class _Refused(Exception):
     def __init__(self, reason: str, detail: str):
         super().__init__(detail)
         self.reason, self.detail = reason, detail
+
+
+class _Skipped(Exception):
+    """A chunk out of its session's order (``reason``: duplicate or out_of_order)."""
 
 
 class BoundedReceiver:
@@ -136,6 +148,7 @@ class IngestServer(threading.Thread):
         self.steps = 0
         self.chunks = 0
         self.rejected: collections.Counter = collections.Counter()
+        self.skipped: collections.Counter = collections.Counter()  # duplicate / out_of_order chunks
         self.streams_seen: set[int] = set()  # at most max_actors * num_envs: only own streams count
         self.episodes: collections.deque = collections.deque(maxlen=10_000)
         self.lag_sum, self.lag_count = 0, 0
@@ -196,8 +209,21 @@ class IngestServer(threading.Thread):
 
     # --- records ---------------------------------------------------------------------------
     def _admit(self, header: dict) -> None:
-        if self.sessions.check(header["actor_id"], header["token"]) is None:
+        st = self.sessions.check(header["actor_id"], header["token"])
+        if st is None:
             raise _Refused("bad_token", f"chunk for actor {header['actor_id']} without its session token")
+        self._check_seq(st, header["seq"])
+
+    def _check_seq(self, st: ActorState, seq: int) -> None:
+        """Raise _Skipped unless ``seq`` is the session's next chunk."""
+        if seq != st.received:
+            reason = "duplicate" if seq < st.received else "out_of_order"
+            with self.lock:
+                self.skipped[reason] += 1
+                first = self.skipped[reason] == 1
+            (log.info if first else log.debug)("actor %d: chunk %d dropped (%s): %d taken so far",
+                                               st.actor_id, seq, reason, st.received)
+            raise _Skipped(reason)
 
     def _data(self, frames) -> None:
         try:
@@ -208,11 +234,13 @@ class IngestServer(threading.Thread):
             msg = wire.decode(frames, self.spec, max_records=self.max_records, admit=self._admit)
         except _Refused as e:
             return self._reject(e.reason, e.detail)
+        except _Skipped:
+            return
         except wire.WireError as e:
             self._reject(e.reason, e.detail)
-            st = self.sessions.check(*e.sender) if e.sender else None
-            if st is not None:  # a refused chunk is out of flight too
-                self._return_credit(st)
+            st = self.sessions.check(*e.sender[:2]) if e.sender else None
+            if st is not None:  # a refused chunk is taken (never resent) and out of flight
+                self._take_refused(st, e.sender[2])
             return
         if msg.kind == "episode":
             self._episodes(msg.body)
@@ -222,6 +250,7 @@ class IngestServer(threading.Thread):
     def _hold(self, header: dict, arrays: dict) -> None:
         """Keep a chunk for this burst's storage write (sooner when the held bytes add up)."""
         st = self.sessions.check(header["actor_id"], header["token"])  # admitted: never None
+        st.received += 1  # taken: stored or refused by the burst's checks
         self._pending.append(Received(st, header["actor_id"], header["n"], arrays))
         self._pending_bytes += sum(a.nbytes for a in arrays.values())
         if self._pending_bytes >= BATCH_BYTES:
@@ -297,6 +326,16 @@ class IngestServer(threading.Thread):
             self.sessions.heard(st)
         self.episodes.extend(episodes)
 
+    def _take_refused(self, st: ActorState, seq: int) -> None:
+        """A known session's chunk the wire refused (so never held): taken and paid for when it
+        is the next in order, skipped like any other chunk when not."""
+        try:
+            self._check_seq(st, seq)
+        except _Skipped:
+            return
+        st.received += 1
+        self._return_credit(st)
+
     def _return_credit(self, st: ActorState) -> None:
         """A known session's refused chunk is out of flight: its credit comes back (nothing else),
         with the burst's ack (``_flush``)."""
@@ -318,6 +357,7 @@ class IngestServer(threading.Thread):
             kind, body = "stop", {"reason": "the learner is stopping", "refused": False}
         else:
             kind, body = "ack", {"credits": st.granted}
+        body["received"] = st.received
         self._send(st.identity, kind, {"version": self.current_version(), **body})
 
     def _send(self, identity: bytes, kind: str, body: dict) -> None:
@@ -365,7 +405,7 @@ class IngestServer(threading.Thread):
             self._reject("hello_refused", verdict.reason)
             log.warning("refused a hello from %s:%d: %s", body["host"][:64], body["pid"], verdict.reason)
             return self._send(identity, "stop", {"version": self.current_version(), "reason": verdict.reason,
-                                                 "refused": True})
+                                                 "refused": True, "received": 0})
         st = verdict.state
         self._heard_version(body["version"])
         log.info("actor %d connected from %s (pid %d)", st.actor_id, st.host[:64], st.pid)

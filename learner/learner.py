@@ -31,7 +31,7 @@ from mouse.records import MAX_VERSION
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
-from mouse.transport import Guard, learner_sockets
+from mouse.transport import DRAIN_BEATS, Guard, learner_sockets
 
 from . import checkpoint
 from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evaluate
@@ -177,6 +177,11 @@ class Learner:
         if self.publisher.subscriptions is not None and self.publisher.subscriptions.ignored:
             out["bad_subscription"] = self.publisher.subscriptions.ignored
         return out
+
+    def skipped(self) -> dict[str, int]:
+        """Chunks dropped for their order (duplicate, out_of_order): resent, never lost."""
+        with self.ingest.lock:
+            return dict(self.ingest.skipped)
 
     def _resume(self) -> None:
         """Model, optimizer and counters from the newest usable checkpoint, then the replay saved
@@ -376,6 +381,8 @@ class Learner:
             m["episode/count"] = len(episodes)
         for reason, count in self.rejected().items():
             m[f"wire/rejected/{reason}"] = count
+        for reason, count in self.skipped().items():
+            m[f"wire/skipped/{reason}"] = count
         m["train/nonfinite_weights"] = self.publisher.nonfinite
         if self.cfg.wandb.actor_metrics:
             m.update(self._actor_rates.take(self.ingest, self.version))
@@ -403,6 +410,7 @@ class Learner:
             "updates": self.loop.updates, "weights_version": self.version,
             "replay_size": len(self.replay), "actors_connected": ingest.connected(),
             "actor_steps": actors, "streams_seen": streams, "rejected": rejected,
+            "chunks_skipped": self.skipped(),
             "stop_reason": self.loop.stop_reason,
             "auth_rejected": None if self.guard is None else self.guard.rejected(),
             "checkpoints": self.checkpoints, "checkpoint_failures": self.checkpoint_failures,
@@ -422,7 +430,7 @@ class Learner:
         """Heartbeats now answer "stop": give the actors time to flush and say bye."""
         self.loop.request_stop()  # also lifts backpressure: what the actors still send is kept
         self.ingest.stop_actors = True
-        deadline = time.monotonic() + 2 * self.cfg.actor.heartbeat_s + 1
+        deadline = time.monotonic() + (DRAIN_BEATS + 2) * self.cfg.actor.heartbeat_s + 1
         while self.ingest.is_alive() and self.ingest.connected(streaming=True) and time.monotonic() < deadline:
             time.sleep(0.1)
 

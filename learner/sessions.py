@@ -48,6 +48,7 @@ class ActorState:
     version: int = -1  # highest policy version seen in its records
     granted: int = 0  # credits granted to the session so far (acks carry the total)
     owed: int = 0  # credits earned while throttled, paid when training catches up
+    received: int = 0  # the session's chunks taken so far, in seq order (acks carry it)
     counters: dict = field(default_factory=dict)  # its last heartbeat's (wire.HEARTBEAT_COUNTERS)
 
 
@@ -144,7 +145,7 @@ class Sessions:
         self._ids_by_token[st.token] = actor_id
         st.identity, st.host, st.pid = identity, host, pid
         st.last_seen, st.used, st.ended = self.clock(), False, False
-        st.granted, st.owed, st.counters = self.credits, 0, {}
+        st.granted, st.owed, st.received, st.counters = self.credits, 0, 0, {}
         return st
 
     def _take_token(self) -> bool:

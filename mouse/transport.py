@@ -59,6 +59,10 @@ CONTROL_HWM = 16  # control messages queued per connection, each way
 # actor of a learner with keys ever gets a weights connection
 SUBSCRIPTION_MAX_BYTES = 1024
 WEIGHTS_HWM = 4
+# a stopping actor waits this many heartbeats at most for the learner to take its last chunks
+# before its bye; a stopping learner waits for the byes that long, plus a heartbeat for its
+# "stop" to arrive and one to spare
+DRAIN_BEATS = 3
 
 
 @dataclass(frozen=True)

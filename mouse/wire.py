@@ -8,13 +8,18 @@ Every message is one ZeroMQ multipart message. Frame 0 is the header::
     7       1      kind code, uint8 (KIND_CODES)
     8       ...    body: one UTF-8 JSON object, no NaN/Infinity; frame 0 is at most MAX_HEADER_BYTES
 
+except that a chunk's body starts with its ``seq`` (8 bytes, uint64 little-endian) and the
+JSON object follows: the JSON is the same for every chunk of a session (the receiver parses
+and checks it once), the number changes with each.
+
 Frames 1..k are raw tensor bytes, C-contiguous, little-endian, one tensor per frame, in
 the order the header lists them. ``dtype`` is the torch dtype name without "torch."
 ("float32", "int64", "uint8", "bool", ...; DTYPES); bool bytes are 0 or 1.
 
     code  kind       direction        frame 0 body                           frames 1..k (header order)
-    1     chunk      actor->learner   {"actor_id", "token", "n": int,        per field: [n, *shape],
-                                       "fields": [[name, dtype, shape]]}     n * itemsize * prod(shape) bytes
+    1     chunk      actor->learner   seq, then {"actor_id", "token",        per field: [n, *shape],
+                                       "n": int, "fields": [[name, dtype,    n * itemsize * prod(shape) bytes
+                                       shape]]}
     2     weights    learner->actors  {"version", "incarnation",             per tensor: [*shape],
                                        "tensors": [[name, dtype, shape]]}    itemsize * prod(shape) bytes
     3     hello      actor->learner   {"actor_id" (-1 = assign me one), "token" ("" = none yet), "pid",
@@ -23,11 +28,12 @@ the order the header lists them. ``dtype`` is the torch dtype name without "torc
     5     episode    actor->learner   {"actor_id", "token", "episodes": [{"stream_id", "return", "length",
                                                                           "policy_version"}, ...]}
     6     bye        actor->learner   {"actor_id", "token"}
-    7     stop       learner->actor   {"version", "incarnation", "reason", "refused": bool}  (leave now,
-                                       and why; refused: the answer to a hello it will not take)
+    7     stop       learner->actor   {"version", "incarnation", "reason", "refused": bool, "received"}
+                                      (leave now, and why; refused: the answer to a hello it will not take)
     8     welcome    learner->actor   {"actor_id", "token", "incarnation", "config": the run's config,
                                        "credits": credits granted to this session so far}
-    9     ack        learner->actor   {"version", "incarnation", "credits": credits granted so far}
+    9     ack        learner->actor   {"version", "incarnation", "credits": credits granted so far,
+                                       "received": the session's chunks taken in order so far}
     10    rejoin     learner->actor   {"incarnation", "reason"}  (your session is unknown here: say hello)
 
 Identity. The learner's welcome gives each actor session a random ``token`` (TOKEN_HEX hex
@@ -36,6 +42,11 @@ does not match. ``incarnation`` (INCARNATION_HEX hex digits) is drawn once per l
 process: versions only rise within one incarnation, and an actor follows a new one whatever
 its version. ``credits`` are cumulative (the session's total grant): a lost ack costs nothing,
 the next one carries the total. Versions lie in [0, MAX_VERSION] (-1 where "none yet").
+
+Delivery. A chunk's ``seq`` numbers the session's chunks from 0; the learner takes them in
+that order only and says in every ack and stop how many it has taken (``received``), so an
+actor resends what a reset connection lost and the learner drops what it already holds
+(``learner.ingest``).
 
 Encoding is zero-copy: frames 1..k are memoryviews of the (contiguous, CPU) tensors, so
 leave the tensors unchanged until ZeroMQ has sent them. Decoding copies each frame exactly
@@ -66,7 +77,7 @@ whose ``reason`` is one of REASONS (the learner counts ``wire/rejected/<reason>`
                      versions, ...) or a bool byte is not 0/1
     bad_body         a control body misses a key, has an extra one, or a value of the wrong type or range
 
-A chunk decoder may be given ``admit(header)``, called with ``{"actor_id", "token", "n"}``
+A chunk decoder may be given ``admit(header)``, called with ``{"actor_id", "token", "n", "seq"}``
 once the header is known good and before any record frame is read: the learner checks the
 sender there, so a forged chunk costs it no copy.
 """
@@ -94,12 +105,13 @@ if sys.byteorder != "little":  # frames are the tensors' native bytes
     raise ImportError("mouse.wire needs a little-endian host")
 
 MAGIC = b"MOUSE"
-WIRE_VERSION = 2
+WIRE_VERSION = 3
 TOKEN_HEX, INCARNATION_HEX = 32, 16  # session token: 128 random bits; learner incarnation: 64
 MAX_TEXT = 1024  # host names and reasons
-HEARTBEAT_COUNTERS = ("env_steps", "chunks_sent", "send_blocked_s", "episodes", "version",
-                      "bad_replies", "bad_weights", "rejoins")  # the only keys a heartbeat may carry
+HEARTBEAT_COUNTERS = ("env_steps", "chunks_sent", "chunks_resent", "chunks_dropped", "send_blocked_s",
+                      "episodes", "version", "bad_replies", "bad_weights", "rejoins")  # the only keys a heartbeat may carry
 _PREFIX = struct.Struct("<5sHB")  # magic, version, kind code
+_SEQ = struct.Struct("<Q")  # a chunk's number in its session, first in its body
 MAX_HEADER_BYTES = 1 << 20
 DEFAULT_MAX_RECORDS = 65536
 MAX_EPISODES = DEFAULT_MAX_RECORDS  # an episode ends at a record: never more per message
@@ -132,7 +144,7 @@ class WireError(ValueError):
     def __init__(self, reason: str, detail: str):
         assert reason in REASONS, reason
         self.reason, self.detail = reason, detail
-        self.sender: tuple[int, str] | None = None  # (actor_id, token) once a chunk's header named them
+        self.sender: tuple[int, str, int] | None = None  # (actor_id, token, seq) once a chunk's header named them
         super().__init__(f"{reason}: {detail}")
 
 
@@ -148,9 +160,9 @@ class Message:
 
 # --- frames and headers -------------------------------------------------------------------
 
-def _header(kind: str, body: dict) -> bytes:
+def _header(kind: str, body: dict, lead: bytes = b"") -> bytes:
     text = json.dumps(body, separators=(",", ":"), allow_nan=False)
-    return _PREFIX.pack(MAGIC, WIRE_VERSION, KIND_CODES[kind]) + text.encode()
+    return _PREFIX.pack(MAGIC, WIRE_VERSION, KIND_CODES[kind]) + lead + text.encode()
 
 
 def _byte_view(frame, i: int) -> memoryview:
@@ -200,7 +212,10 @@ def _open(frames: Frames) -> tuple[str, bytes, list[memoryview]]:
         raise WireError("bad_kind", f"unknown kind code {code}")
     if head.nbytes > MAX_HEADER_BYTES:
         raise WireError("oversize", f"frame 0 has {head.nbytes} bytes > {MAX_HEADER_BYTES}")
-    text = bytes(head[_PREFIX.size:])
+    start = _PREFIX.size + (_SEQ.size if kind == "chunk" else 0)  # a chunk's seq: _chunk_views reads it
+    if head.nbytes < start:
+        raise WireError("bad_header", f"a {kind}'s frame 0 has {head.nbytes} bytes, shorter than {start}")
+    text = bytes(head[start:])
     return kind, text, [head] + [_byte_view(f, i) for i, f in enumerate(frames[1:], start=1)]
 
 
@@ -309,23 +324,25 @@ def _plain_tensor(name: str, x) -> torch.Tensor:
 
 # --- chunks ---------------------------------------------------------------------------------
 
-def encode_chunk(td: TensorDict, actor_id: int, token: str, *, spec: RecordSpec | None = None) -> list:
-    """Frames of a chunk of [N] step records from session ``token``; with ``spec``, validate
-    them first (RecordError)."""
+def encode_chunk(td: TensorDict, actor_id: int, token: str, seq: int, *,
+                 spec: RecordSpec | None = None) -> list:
+    """Frames of chunk number ``seq`` (from 0) of session ``token``: [N] step records; with
+    ``spec``, validate them first (RecordError)."""
     if spec is not None:
         validate_records(td, spec)
     if td.batch_dims != 1:
         raise ValueError(f"a chunk has batch dims [N], got {tuple(td.batch_size)}")
-    if not _nonneg_int(actor_id) or not _token(token):
-        raise ValueError(f"actor_id must be an int >= 0 and token {TOKEN_HEX} hex digits, "
-                         f"got {actor_id!r}, {token!r}")
+    if not _nonneg_int(actor_id) or not _token(token) or not (_is_int(seq) and 0 <= seq < 2**64):
+        raise ValueError(f"actor_id must be an int >= 0, token {TOKEN_HEX} hex digits and seq an "
+                         f"int in [0, 2**64), got {actor_id!r}, {token!r}, {seq!r}")
     entries, frames = [], []
     for name, x in td.items():
         x = _plain_tensor(name, x)
         entries.append([name, _DTYPE_NAME[x.dtype], list(x.shape[1:])])
         frames.append(_raw(x))
     n = int(td.batch_size[0])
-    return [_header("chunk", {"actor_id": actor_id, "token": token, "n": n, "fields": entries}), *frames]
+    body = {"actor_id": actor_id, "token": token, "n": n, "fields": entries}
+    return [_header("chunk", body, _SEQ.pack(seq)), *frames]
 
 
 @functools.lru_cache(maxsize=64)
@@ -335,8 +352,8 @@ def _spec_fields(spec: RecordSpec) -> dict:
 
 def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tuple:
     """(actor_id, token, n, fields as a tuple of [name, dtype, shape], how to view each field's
-    frame) of a chunk header that matches ``spec``, or WireError. Immutable: the result may be
-    cached."""
+    frame) of a chunk header's JSON that matches ``spec``, or WireError. Immutable: the result
+    may be cached."""
     body = _parse("chunk", text)
     _check_keys(body, {"actor_id", "token", "n", "fields"}, "bad_header", "chunk header")
     actor_id, token, n = body["actor_id"], body["token"], body["n"]
@@ -346,7 +363,7 @@ def _parse_chunk_header(text: bytes, spec: RecordSpec, max_records: int) -> tupl
     try:
         entries = _check_chunk_header(body, n, spec, max_records)
     except WireError as e:
-        e.sender = (actor_id, token)  # the receiver may return the sender's credit
+        e.sender = (actor_id, token)  # _chunk_views adds the seq
         raise
     # how to view each frame: (name, numpy dtype, [n, *shape], bytes, bool?); bfloat16 stays raw bytes
     plan = tuple((name, _NUMPY.get(dtype, np.uint8),
@@ -386,8 +403,14 @@ def _chunk_views(text: bytes, views: list[memoryview], spec: RecordSpec, max_rec
     """(header, {name: read-only numpy view [n, *shape] of its frame}) once the header, the
     sender (``admit``), the frame lengths and bool bytes are checked; record values are not."""
     parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
-    actor_id, token, n, entries, plan = parse(text, spec, max_records)
-    header = {"actor_id": actor_id, "token": token, "n": n}
+    (seq,) = _SEQ.unpack_from(views[0], _PREFIX.size)  # _open checked that frame 0 holds it
+    try:
+        actor_id, token, n, entries, plan = parse(text, spec, max_records)
+    except WireError as e:
+        if e.sender is not None:  # the receiver may return the sender's credit
+            e.sender = (*e.sender, seq)
+        raise
+    header = {"actor_id": actor_id, "token": token, "n": n, "seq": seq}
     if admit is not None:
         admit(header)  # before any record frame is read
     try:
@@ -400,7 +423,7 @@ def _chunk_views(text: bytes, views: list[memoryview], spec: RecordSpec, max_rec
                 raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
             arrays[name] = array
     except WireError as e:
-        e.sender = (actor_id, token)  # the receiver may still return the sender's credit
+        e.sender = (actor_id, token, seq)  # the receiver may still return the sender's credit
         raise
     return header, arrays
 
@@ -418,14 +441,14 @@ def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: 
         except RecordError as e:
             raise WireError("bad_values", "; ".join(e.problems)) from None
     except WireError as e:
-        e.sender = (header["actor_id"], header["token"])
+        e.sender = (header["actor_id"], header["token"], header["seq"])
         raise
     return header, td
 
 
 def open_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
                admit=None) -> tuple[dict, dict[str, np.ndarray]]:
-    """``decode_chunk`` without the copy and the record checks: ({"actor_id", "token", "n"},
+    """``decode_chunk`` without the copy and the record checks: ({"actor_id", "token", "n", "seq"},
     {field: read-only numpy view [n, *shape] of its frame}) or WireError. Everything about the
     frames is checked (header, sender, lengths, bool bytes); the caller checks the values
     (``mouse.records.value_problems``, continuity) and copies the views once, into storage,
@@ -436,7 +459,7 @@ def open_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_M
 
 def decode_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
                  admit=None) -> tuple[dict, TensorDict]:
-    """({"actor_id", "token", "n"}, validated TensorDict[n]) or WireError (``admit``: see above)."""
+    """({"actor_id", "token", "n", "seq"}, validated TensorDict[n]) or WireError (``admit``: see above)."""
     _, text, views = _open_kind(frames, ("chunk",), "decode_chunk")
     return _chunk(text, views, spec, max_records, admit)
 
@@ -569,10 +592,10 @@ CONTROL_SCHEMAS = {
     "episode": {"actor_id": _nonneg_int, "token": _token, "episodes": _episodes},
     "bye": {"actor_id": _nonneg_int, "token": _token},
     "stop": {"version": _version, "incarnation": _incarnation, "reason": _text,
-             "refused": lambda x: type(x) is bool},
+             "refused": lambda x: type(x) is bool, "received": _nonneg_int},
     "welcome": {"actor_id": _nonneg_int, "token": _token, "incarnation": _incarnation,
                 "config": lambda x: isinstance(x, dict), "credits": _nonneg_int},
-    "ack": {"version": _version, "incarnation": _incarnation, "credits": _nonneg_int},
+    "ack": {"version": _version, "incarnation": _incarnation, "credits": _nonneg_int, "received": _nonneg_int},
     "rejoin": {"incarnation": _incarnation, "reason": _text},
 }
 

@@ -229,7 +229,7 @@ def attack(address: str, keys: ActorKeys | None, spec, seconds: float = 2.0, gue
     if guess:  # NOBLOCK: with no pipe (a handshake failed and is being retried) PUSH would block
         with contextlib.suppress(zmq.Again):
             push.send_multipart(wire.encode_chunk(stream_records(spec, 16, ATTACKER_STREAM), ATTACKER_ID,
-                                                  "ab" * 16), zmq.NOBLOCK)
+                                                  "ab" * 16, 0), zmq.NOBLOCK)
     got, welcomed, said = [], False, -math.inf
     deadline = time.monotonic() + (seconds if guess else 30.0)
     try:
@@ -245,7 +245,7 @@ def attack(address: str, keys: ActorKeys | None, spec, seconds: float = 2.0, gue
                         body = wire.decode_control(got[-1])[1]
                         own = body["actor_id"] * NUM_ENVS  # its first stream
                         push.send_multipart(wire.encode_chunk(stream_records(spec, 16, own),
-                                                              body["actor_id"], body["token"]))
+                                                              body["actor_id"], body["token"], 0))
                         welcomed = True
             if not guess and welcomed and any(wire.is_weights(f) for f in got):
                 break

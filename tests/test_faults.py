@@ -5,6 +5,7 @@ is bounded by a timeout and killed, with its children, when the test ends.
 """
 
 import collections
+import itertools
 import json
 import os
 import signal
@@ -71,11 +72,13 @@ def _raw_control(kind: str, body: dict) -> list[bytes]:
 def bad_messages(spec, token: str) -> list[tuple[str, str, list, str]]:
     """(socket, what, frames, the reason the learner must count) for every fault we inject;
     ``token`` is the session token the learner gave BAD_ACTOR."""
-    def chunk(td, actor_id=BAD_ACTOR, tok=token):
-        return [bytes(f) for f in wire.encode_chunk(td, actor_id, tok)]  # no spec: no sender-side check
+    numbers = itertools.count()  # BAD_ACTOR's chunks, numbered in the order they are sent
+
+    def chunk(td, actor_id=BAD_ACTOR, tok=token, seq=None):  # no spec: no sender-side check
+        return [bytes(f) for f in wire.encode_chunk(td, actor_id, tok, next(numbers) if seq is None else seq)]
 
     good = stream_records(spec, 16, BAD_STREAM)
-    ok = chunk(good)
+    ok = chunk(good, seq=0)  # sent only where no sender is read from it (its number is not taken)
     nan, gap, f64, no_field, wide, huge, late = (good.clone() for _ in range(7))
     nan["reward"][5] = float("nan")
     gap["time"][8:] += 1  # time 7 is followed by 9: a step is missing
@@ -106,13 +109,13 @@ def bad_messages(spec, token: str) -> list[tuple[str, str, list, str]]:
         ("records", "reward as float64", chunk(f64), "bad_dtype"),
         ("records", "no xformed_reward field", chunk(no_field), "bad_fields"),
         ("records", "obs one wider than the env's", chunk(wide), "bad_shape"),
-        ("records", "last frame truncated", [*ok[:-1], ok[-1][:-3]], "bad_length"),
-        ("records", "last frame missing", ok[:-1], "missing_frames"),
+        ("records", "last frame truncated", [*(c := chunk(good))[:-1], c[-1][:-3]], "bad_length"),
+        ("records", "last frame missing", chunk(good)[:-1], "missing_frames"),
         ("records", "one frame too many", [*ok, bytes(8)], "too_many_frames"),
         ("records", "100,000 empty frames", [b""] * 100_000, "too_many_frames"),
         ("records", f"{MAX_RECORDS + 1} records (more than a chunk holds)",
          chunk(stream_records(spec, MAX_RECORDS + 1, BAD_STREAM)), "oversize"),
-        ("records", "actor 0's stream without actor 0's token", chunk(good, 0), "bad_token"),
+        ("records", "actor 0's stream without actor 0's token", chunk(good, 0, seq=0), "bad_token"),
         ("records", "actor 0's stream with BAD_ACTOR's token", chunk(foreign), "foreign_streams"),
         ("records", "hello on the records socket",
          wire.encode_control("hello", {"actor_id": BAD_ACTOR, "token": "", "pid": 1, "host": "intruder",
@@ -129,9 +132,10 @@ def bad_messages(spec, token: str) -> list[tuple[str, str, list, str]]:
                                          "episodes": [{**episode, "stream_id": 0}]}), "foreign_streams"),
         ("control", "garbage bytes", garbage, "bad_magic"),
         ("control", "an ack", wire.encode_control("ack", {"version": 1, "incarnation": INCARNATION,
-                                                          "credits": 100}), "bad_kind"),
+                                                          "credits": 100, "received": 0}), "bad_kind"),
         ("control", "a stop", wire.encode_control("stop", {"version": 1, "incarnation": INCARNATION,
-                                                           "reason": "x", "refused": False}), "bad_kind"),
+                                                           "reason": "x", "refused": False, "received": 0}),
+         "bad_kind"),
         ("control", "episode stats", wire.encode_control("episode", {"actor_id": BAD_ACTOR, "token": token,
                                                                      "episodes": []}), "bad_kind"),
         ("control", "a chunk", ok, "too_many_frames"),

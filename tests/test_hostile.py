@@ -127,7 +127,7 @@ def flood_frames() -> dict:
     head, tail = hello.split(b"123456789")
     huge = struct.pack("<5sHB", wire.MAGIC, wire.WIRE_VERSION, wire.KIND_CODES["heartbeat"]) + \
         b'{"actor_id":0,"token":"' + b"ab" * 16 + b'","counters":{"env_steps":1' + b"0" * 400 + b"}}"
-    forged = [bytes(f) for f in wire.encode_chunk(stream_records(cartpole, 16, 0), 0, "ab" * 16)]
+    forged = [bytes(f) for f in wire.encode_chunk(stream_records(cartpole, 16, 0), 0, "ab" * 16, 0)]
     return {"hello": (head, tail), "huge_heartbeat": huge, "forged_chunk": forged}  # forged: actor 0's stream
 
 

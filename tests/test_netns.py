@@ -278,6 +278,8 @@ def test_nothing_lost_or_mixed_in_the_buffer(cluster):
     stored = c.learner_status()["actor_steps"]
     made = {str(i): c.actor_status(i)["env_steps"] for i in range(NUM_ACTORS)}
     print(f"records stored by the learner {stored}; env steps made by the actors {made}")
+    resent = [c.actor_status(i)["chunks_resent"] for i in range(NUM_ACTORS)]
+    print(f"chunks the actors resent {resent}; skipped by the learner {c.learner_status()['chunks_skipped']}")
     # nothing lost: every step an actor made, plus one reset record per stream
     assert stored == {i: n + NUM_ENVS for i, n in made.items()}, (stored, made)
 

@@ -71,8 +71,8 @@ def assert_same(a: TensorDict, b: TensorDict):
 def test_chunk_round_trip(kind, q_star, action_mask):
     spec = make_spec(kind, q_star, action_mask)
     td = make_records(spec)
-    header, out = wire.decode_chunk(wire.encode_chunk(td, 5, TOKEN, spec=spec), spec)
-    assert header == {"actor_id": 5, "token": TOKEN, "n": td.batch_size[0]}
+    header, out = wire.decode_chunk(wire.encode_chunk(td, 5, TOKEN, 2**64 - 1, spec=spec), spec)
+    assert header == {"actor_id": 5, "token": TOKEN, "n": td.batch_size[0], "seq": 2**64 - 1}
     assert_same(out, td)
     if q_star:
         assert torch.all(out["q_star"][:, -1] == -math.inf)
@@ -89,7 +89,7 @@ def test_chunk_round_trip_over_zmq_without_warnings():
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             for i, td in enumerate(chunks):
-                push.send_multipart(wire.encode_chunk(td, i, TOKEN), copy=i % 2 == 0)
+                push.send_multipart(wire.encode_chunk(td, i, TOKEN, i), copy=i % 2 == 0)
             push.send_multipart(wire.encode_weights(3, {"w": torch.arange(6.0).reshape(2, 3)}, incarnation=INC),
                                 copy=False)
             assert pull.poll(5000)
@@ -141,10 +141,11 @@ CONTROL = {
     "episode": {"actor_id": 2, "token": TOKEN, "episodes": [{"stream_id": 4, "return": 21.0, "length": 21,
                                                              "policy_version": 3}]},
     "bye": {"actor_id": 2, "token": TOKEN},
-    "stop": {"version": 7, "incarnation": INC, "reason": "the learner is stopping", "refused": False},
+    "stop": {"version": 7, "incarnation": INC, "reason": "the learner is stopping", "refused": False,
+             "received": 3},
     "welcome": {"actor_id": 3, "token": TOKEN, "incarnation": INC,
                 "config": {"env": {"env_id": "CartPole-v1"}, "num_actors": 2}, "credits": 4},
-    "ack": {"version": 7, "incarnation": INC, "credits": 12},
+    "ack": {"version": 7, "incarnation": INC, "credits": 12, "received": 4},
     "rejoin": {"incarnation": INC, "reason": "no session for actor 2 here"},
 }
 
@@ -239,16 +240,25 @@ CONTROL_FRAMES = wire.encode_control("bye", {"actor_id": 1, "token": TOKEN})
 SPEC = make_spec("continuous", q_star=True, action_mask=True)
 
 
+SEQ = 7  # good_frames' chunk number
+
+
 def good_frames(td=None) -> list[bytes]:
-    return as_bytes(wire.encode_chunk(make_records(SPEC) if td is None else td, 1, TOKEN))
+    return as_bytes(wire.encode_chunk(make_records(SPEC) if td is None else td, 1, TOKEN, SEQ))
+
+
+def body_start(frame0: bytes) -> int:
+    """Where frame 0's JSON starts: after the prefix, and after a chunk's seq."""
+    return 16 if frame0[7:8] == b"\x01" else 8
 
 
 def header_of(frames) -> dict:
-    return json.loads(frames[0][8:])
+    return json.loads(frames[0][body_start(frames[0]):])
 
 
 def with_header(frames, body, version=wire.WIRE_VERSION, code=1) -> list[bytes]:
-    return [struct.pack("<5sHB", b"MOUSE", version, code) + json.dumps(body).encode(), *frames[1:]]
+    seq = struct.pack("<Q", SEQ) if code == 1 else b""
+    return [struct.pack("<5sHB", b"MOUSE", version, code) + seq + json.dumps(body).encode(), *frames[1:]]
 
 
 def fields_index(frames, name) -> int:
@@ -298,11 +308,12 @@ MALFORMED = {
     "bad_kind": lambda f: with_header(f, header_of(f), code=99),
     "bad_kind/weights_to_decode_chunk": lambda f: as_bytes(wire.encode_weights(1, {}, incarnation=INC)),
     "bad_kind/control_to_decode_chunk": lambda f: CONTROL_FRAMES,
-    "bad_header/invalid_json": lambda f: [f[0][:8] + b'{"actor_id": 1, "n": ', *f[1:]],
-    "bad_header/not_utf8": lambda f: [f[0][:8] + b"\xff\xfe", *f[1:]],
-    "bad_header/json_array": lambda f: [f[0][:8] + b"[1, 2]", *f[1:]],
-    "bad_header/nan_literal": lambda f: [f[0][:8] + f[0][8:].replace(b'"n":18', b'"n":NaN'), *f[1:]],
+    "bad_header/invalid_json": lambda f: [f[0][:16] + b'{"actor_id": 1, "n": ', *f[1:]],
+    "bad_header/not_utf8": lambda f: [f[0][:16] + b"\xff\xfe", *f[1:]],
+    "bad_header/json_array": lambda f: [f[0][:16] + b"[1, 2]", *f[1:]],
+    "bad_header/nan_literal": lambda f: [f[0][:16] + f[0][16:].replace(b'"n":18', b'"n":NaN'), *f[1:]],
     "bad_header/short_prefix": lambda f: [b"MOUSE\x01", *f[1:]],
+    "bad_header/short_seq": lambda f: [f[0][:12], *f[1:]],  # the prefix and half a seq
     "bad_header/missing_n": lambda f: with_header(f, {k: v for k, v in header_of(f).items() if k != "n"}),
     "bad_header/extra_key": lambda f: set_header(f, extra=1),
     "bad_header/negative_actor": lambda f: set_header(f, actor_id=-3),
@@ -374,7 +385,7 @@ def test_repeated_headers_decode_like_new_ones():
     header, a = wire.decode_chunk(frames, SPEC)
     header["n"] = 0  # the caller's header dict is its own
     header, b = wire.decode_chunk(frames, SPEC)
-    assert header == {"actor_id": 1, "token": TOKEN, "n": 18}
+    assert header == {"actor_id": 1, "token": TOKEN, "n": 18, "seq": SEQ}
     a["reward"].add_(1.0)  # and so is every decoded tensor
     assert not torch.equal(a["reward"], b["reward"])
     with pytest.raises(WireError) as e:
@@ -464,16 +475,18 @@ def mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
         if rng.random() < 0.5:
             frames.insert(j, frames[i]) if rng.random() < 0.5 else frames.pop(j)
     elif op == 3 and frames[0][:5] == b"MOUSE":  # replace a header value with random JSON
+        start = body_start(frames[0])
         try:
-            h = json.loads(frames[0][8:])
+            h = json.loads(frames[0][start:])
         except ValueError:
             h = {}
         if isinstance(h, dict) and h:
             h[rng.choice(list(h))] = random_json(rng)
-        frames[0] = frames[0][:8] + json.dumps(h).encode()
+        frames[0] = frames[0][:start] + json.dumps(h).encode()
     elif op == 4:  # a field entry of the header replaced
         try:
-            h = json.loads(frames[0][8:])
+            start = body_start(frames[0])
+            h = json.loads(frames[0][start:])
             key = "fields" if "fields" in h else "tensors"
             j = rng.randrange(len(h[key]))
             if rng.random() < 0.5:
@@ -482,7 +495,7 @@ def mutate(rng: random.Random, frames: list[bytes]) -> list[bytes]:
                 dims = [0, 1, 3, 4, 256, 2**31, 2**62, 10**30]
                 h[key][j][rng.choice([1, 2])] = (rng.choice(list(wire.DTYPES)) if rng.random() < 0.3 else
                                                  [rng.choice(dims) for _ in range(rng.randint(0, 4))])
-            frames[0] = frames[0][:8] + json.dumps(h).encode()
+            frames[0] = frames[0][:start] + json.dumps(h).encode()
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             pass
     elif op == 5:  # another kind code
@@ -497,7 +510,7 @@ def test_fuzz_only_wire_errors():
     rng = random.Random(1234)
     seeds = [
         good_frames(),
-        as_bytes(wire.encode_chunk(make_records(make_spec("image")), 0, TOKEN)),
+        as_bytes(wire.encode_chunk(make_records(make_spec("image")), 0, TOKEN, 0)),
         as_bytes(wire.encode_weights(2, {"w": torch.randn(3, 2), "m": torch.tensor([True, False])},
                                      incarnation=INC)),
         *[wire.encode_control(k, b) for k, b in CONTROL.items()],
@@ -535,7 +548,7 @@ def test_admit_sees_the_header_before_any_record_frame_is_read():
     truncated = truncate(frames, 3)  # a record frame is wrong: reading it would be bad_length
     with pytest.raises(Refused):
         wire.decode(truncated, SPEC, admit=admit)
-    assert seen == [{"actor_id": 1, "token": TOKEN, "n": 18}]
+    assert seen == [{"actor_id": 1, "token": TOKEN, "n": 18, "seq": SEQ}]
     bad_header = set_header(frames, n=0)
     with pytest.raises(WireError, match="bad_header"):  # a bad header never reaches admit
         wire.decode_chunk(bad_header, SPEC, admit=admit)
@@ -547,17 +560,28 @@ def test_admit_sees_the_header_before_any_record_frame_is_read():
 def test_wire_errors_name_the_sender_once_its_header_is_read():
     with pytest.raises(WireError) as e:
         wire.decode_chunk(truncate(good_frames(), 3), SPEC)
-    assert e.value.sender == (1, TOKEN)
+    assert e.value.sender == (1, TOKEN, SEQ)
     with pytest.raises(WireError) as e:
         wire.decode_chunk([b"junk"], SPEC)
     assert e.value.sender is None
+
+
+def test_each_chunk_decodes_its_own_seq_behind_one_remembered_header():
+    """The seq is outside the JSON an actor repeats: chunks numbered apart share its parse."""
+    td = make_records(SPEC)
+    for seq in (0, 1, 2**32, 2**64 - 1):
+        header, _ = wire.decode_chunk(wire.encode_chunk(td, 1, TOKEN, seq), SPEC)
+        assert header["seq"] == seq
+    for bad in (-1, 2**64, 1.0, True):
+        with pytest.raises(ValueError, match="seq"):
+            wire.encode_chunk(td, 1, TOKEN, bad)
 
 
 def test_max_frame_bytes_holds_every_valid_records_frame():
     spec = make_spec("image", q_star=True, action_mask=True)
     td = make_records(spec, streams=3, steps=6)  # 18 records
     limit = wire.max_frame_bytes(spec, 18)
-    frames = as_bytes(wire.encode_chunk(td, 0, TOKEN, spec=spec))
+    frames = as_bytes(wire.encode_chunk(td, 0, TOKEN, 2**64 - 1, spec=spec))
     assert max(map(len, frames)) <= limit
     episodes = [{"stream_id": 2**53, "return": -1.2345678901234567e300, "length": 2**53,
                  "policy_version": 2**53}] * 18  # the widest numbers there are

@@ -8,6 +8,7 @@ wait is bounded; the actor is told to stop (and joined) at the end of each test.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import threading
 import time
@@ -54,7 +55,8 @@ def wait_until(cond, what: str, timeout_s: float = WAIT_S, step=None) -> None:
 
 class FakeLearner:
     """Answers like a learner (welcome + weights, acks, "rejoin" to unknown tokens) unless told
-    otherwise; keeps every chunk, hello and heartbeat it got."""
+    otherwise; keeps every chunk, hello and heartbeat it got. Like a learner it takes its
+    session's chunks in seq order only (``received``); ``lose`` chunks are lost on the way."""
 
     def __init__(self, port: int, incarnation: str, version: int, state: dict, cfg: RunConfig = CFG):
         for _ in range(100):  # a learner that just closed frees its ports in a moment
@@ -69,7 +71,10 @@ class FakeLearner:
         self.frames = wire.encode_weights(version, state, incarnation=incarnation)
         self.token = incarnation * 2  # a session token (32 hex digits) for its one actor
         self.granted, self.route = 0, None
+        self.received = 0  # its session's chunks taken, in seq order
+        self.lose = 0  # the next this many chunks are lost on the way (as a reset connection loses them)
         self.chunks: list[tuple[dict, object]] = []
+        self.taken: list[object] = []  # the records of the chunks taken
         self.hellos, self.heartbeats = [], []
         self.silent = False  # receive everything, answer nothing
         self.refuse: str | None = None  # answer hellos with a refusal
@@ -83,12 +88,16 @@ class FakeLearner:
                 self._control(route, *wire.decode_control(frames))
             while self.pull.poll(0):
                 msg = wire.decode(self.pull.recv_multipart(), SPEC.unbounded())
-                if msg.kind == "chunk":
+                if msg.kind == "chunk" and self.lose:
+                    self.lose -= 1
+                elif msg.kind == "chunk":
                     self.chunks.append((msg.body, msg.records))
-                    if msg.body["token"] == self.token:
+                    if msg.body["token"] == self.token and msg.body["seq"] == self.received:
+                        self.received += 1
+                        self.taken.append(msg.records)
                         self.granted += 1  # stored: its credit comes back (with the next word, if silent)
                         if not self.silent:
-                            self.reply("ack", {"version": self.version, "credits": self.granted})
+                            self.ack()
             time.sleep(0.005)
 
     def _control(self, route: bytes, kind: str, body: dict) -> None:
@@ -97,7 +106,7 @@ class FakeLearner:
         if self.silent or kind == "bye":
             return
         if kind == "hello" and self.refuse:
-            self.reply("stop", {"version": self.version, "reason": self.refuse, "refused": True})
+            self.reply("stop", {"version": self.version, "reason": self.refuse, "refused": True, "received": 0})
         elif kind == "hello":
             self.granted = max(self.granted, CREDITS)
             self.reply("welcome", {"actor_id": max(body["actor_id"], 0), "token": self.token,
@@ -106,7 +115,10 @@ class FakeLearner:
         elif body["token"] != self.token:
             self.reply("rejoin", {"reason": "no session here"})
         else:
-            self.reply("ack", {"version": self.version, "credits": self.granted})
+            self.ack()
+
+    def ack(self) -> None:
+        self.reply("ack", {"version": self.version, "credits": self.granted, "received": self.received})
 
     def reply(self, kind: str, body: dict) -> None:
         self.send(wire.encode_control(kind, {**body, "incarnation": self.incarnation}))
@@ -178,15 +190,17 @@ def test_bad_replies_and_weights_are_counted_and_ignored(port, tmp_path):
         wrong_shape = {k: (v[:1] if v.dim() else v) for k, v in good.items()}
         nan = {k: (v.clone().fill_(float("nan")) if v.is_floating_point() else v) for k, v in good.items()}
         w = wire.encode_weights
+        head = wire.MAGIC + wire.WIRE_VERSION.to_bytes(2, "little")  # then the kind code
         bad_replies = [
             [b"garbage"],
-            [b"MOUSE\x02\x00\x09{not json"],
-            wire.encode_control("ack", {"version": 1, "incarnation": INC_IMPOSTOR, "credits": 10**6}),
+            [head + b"\x09{not json"],
+            wire.encode_control("ack", {"version": 1, "incarnation": INC_IMPOSTOR, "credits": 10**6,
+                                        "received": 10**6}),
             wire.encode_control("welcome", {"actor_id": 5, "token": "5" * 32, "incarnation": INC_IMPOSTOR,
                                             "config": {}, "credits": 10**6}),
         ]
         bad_weights = [w(5, wrong_keys, incarnation=INC_A), w(6, wrong_shape, incarnation=INC_A),
-                       w(7, nan, incarnation=INC_A), [b"MOUSE\x02\x00\x02{}"]]
+                       w(7, nan, incarnation=INC_A), [head + b"\x02{}"]]
         for frames in bad_replies + bad_weights:
             learner.send(frames)
         learner.pub.send_multipart(w(10**9, good, incarnation=INC_IMPOSTOR))  # an impostor's broadcast
@@ -208,7 +222,33 @@ def test_bad_replies_and_weights_are_counted_and_ignored(port, tmp_path):
     assert isinstance(a.result, dict), a.result
 
 
-# --- 2. a learner that restarts ---------------------------------------------------------------
+# --- 2. a connection that loses chunks ----------------------------------------------------------
+
+def test_lost_chunks_are_sent_again_and_a_clean_stop_waits_until_all_are_taken(port, tmp_path):
+    learner = FakeLearner(port, INC_A, 1, weights(1))
+    a = ActorThread(port, tmp_path)
+    try:
+        wait_until(lambda: learner.received >= 2, "the first chunks", step=learner.pump)
+        learner.lose = 1  # the next chunk is lost: what follows it is not taken (out of order)
+        n = learner.received
+        wait_until(lambda: learner.received >= n + CREDITS + 2, "chunks past the lost one", step=learner.pump)
+        wait_until(lambda: a.status().get("chunks_resent", 0) >= 1, "the status file", step=learner.pump)
+        learner.lose = 1  # and the last one, on the way out
+    finally:
+        a.stop(learner)
+    sent = a.actor.counters["chunks_sent"]
+    learner.pump(0.2)
+    learner.close()
+    assert isinstance(a.result, dict), a.result
+    # a clean stop lost nothing: every chunk sent was taken, once, in order
+    assert learner.received == sent and a.actor.unacked == collections.deque()
+    records = torch.cat(learner.taken)
+    assert continuity_problems(records) == []
+    assert len(records) == a.actor.stepper.env_steps + NUM_ENVS  # every step, plus the reset records
+    assert a.actor.counters["chunks_dropped"] == 0
+
+
+# --- 3. a learner that restarts ---------------------------------------------------------------
 
 def test_a_restarted_learner_is_joined_again_with_the_same_id_and_streams(port, tmp_path):
     first = FakeLearner(port, INC_A, 50, weights(1))
@@ -278,7 +318,7 @@ def test_an_optional_deadline_ends_the_wait(port, tmp_path):
     assert a.status()["stop_reason"] == "no word from the learner for 1s"
 
 
-# --- 3. refusals --------------------------------------------------------------------------------
+# --- 4. refusals --------------------------------------------------------------------------------
 
 def test_a_refused_actor_raises_with_the_learners_reason(port, tmp_path):
     learner = FakeLearner(port, INC_A, 1, weights(1))

@@ -62,7 +62,7 @@ def burst():
             td["time"] = torch.arange(len(td))
             td["done"].zero_()
             td["action"][0] = td["reward"][0] = 0
-        out.append((actor, wire.encode_chunk(td, actor, TOKEN)))
+        out.append((actor, wire.encode_chunk(td, actor, TOKEN, i // 2)))  # each actor numbers its own
     return out
 
 

@@ -47,8 +47,11 @@ def streams_of(actor_id: int) -> list[int]:
     return [actor_id * NUM_ENVS + j for j in range(NUM_ENVS)]
 
 
-def ack(credits: int) -> tuple[str, dict]:
-    return "ack", {"version": VERSION, "incarnation": INCARNATION, "credits": credits}
+def ack(credits: int, received: int | None = None) -> tuple[str, dict]:
+    """An ack granting ``credits`` in all, for ``received`` chunks taken (default: one per
+    credit past the welcome's, as when nothing is owed)."""
+    received = credits - CREDITS if received is None else received
+    return "ack", {"version": VERSION, "incarnation": INCARNATION, "credits": credits, "received": received}
 
 
 # --- records ------------------------------------------------------------------------------
@@ -78,17 +81,18 @@ class Streams:
         return torch.stack(pending, dim=1).reshape(-1)
 
 
-def valid_chunk(actor_id: int, token: str, streams: Streams | None = None, steps: int = STEPS_PER_CHUNK):
+def valid_chunk(actor_id: int, token: str, streams: Streams | None = None, steps: int = STEPS_PER_CHUNK,
+                seq: int = 0):
     td = (streams or Streams(streams_of(actor_id))).chunk(steps)
-    return wire.encode_chunk(td, actor_id, token, spec=SPEC)  # spec: checked valid before it leaves
+    return wire.encode_chunk(td, actor_id, token, seq, spec=SPEC)  # spec: checked valid before it leaves
 
 
-def nan_reward_chunk(actor_id: int, token: str) -> list:
+def nan_reward_chunk(actor_id: int, token: str, seq: int = 0) -> list:
     td = Streams(streams_of(actor_id)).chunk()
     td["reward"][-1] = math.nan  # a record with time > 0: only the NaN is wrong
     with pytest.raises(ValueError):
-        wire.encode_chunk(td, actor_id, token, spec=SPEC)  # the test's own premise: these records are bad
-    return wire.encode_chunk(td, actor_id, token)
+        wire.encode_chunk(td, actor_id, token, seq, spec=SPEC)  # the test's own premise: these records are bad
+    return wire.encode_chunk(td, actor_id, token, seq)
 
 
 # --- the actor side -------------------------------------------------------------------------
@@ -101,6 +105,11 @@ class FakeActor:
     host: str = "node-a"
     actor_id: int = -1
     token: str = ""  # the session token, once welcomed
+    sent: int = 0  # chunks of the session so far: the next one's seq
+
+    def next_seq(self) -> int:
+        self.sent += 1
+        return self.sent - 1
 
     def control(self, kind: str, body: dict) -> None:
         self.dealer.send_multipart(wire.encode_control(kind, body))
@@ -119,7 +128,7 @@ class FakeActor:
                                    "counters": counters or {"env_steps": 0}})
 
     def chunk(self, streams: Streams | None = None, steps: int = STEPS_PER_CHUNK) -> None:
-        self.push.send_multipart(valid_chunk(self.actor_id, self.token, streams, steps))
+        self.push.send_multipart(valid_chunk(self.actor_id, self.token, streams, steps, self.next_seq()))
 
     def recv(self, timeout_s: float = WAIT_S):
         """The next reply's frames, or None after ``timeout_s``."""
@@ -162,7 +171,7 @@ class FakeActor:
         kind, body = self.expect_control()
         assert kind == "welcome", (kind, body)
         self.expect_weights()
-        self.actor_id, self.token = body["actor_id"], body["token"]
+        self.actor_id, self.token, self.sent = body["actor_id"], body["token"], 0
         return body["actor_id"]
 
 
@@ -305,7 +314,7 @@ def test_throttled_learner_stores_chunks_but_owes_their_credits(rig):
 
     # a throttled actor's heartbeat is answered, but with no new credits
     a.heartbeat()
-    assert a.expect_control() == ack(CREDITS)
+    assert a.expect_control() == ack(CREDITS, received=CREDITS)  # both taken: never resent
     a.expect_nothing()
 
     rig.allow.set()  # training caught up: the owed credits are paid
@@ -324,7 +333,7 @@ def test_throttled_learner_stores_chunks_but_owes_their_credits(rig):
 def test_bad_values_chunk_is_rejected_and_still_returns_its_credit(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    a.push.send_multipart(nan_reward_chunk(0, a.token))
+    a.push.send_multipart(nan_reward_chunk(0, a.token, a.next_seq()))
     assert a.expect_control() == ack(CREDITS + 1)
     a.expect_nothing()
     assert rig.rejected() == {"bad_values": 1}
@@ -351,7 +360,7 @@ def test_finite_but_absurd_records_are_rejected(rig):
     for field_name, value in (("obs_continuous", 3e38), ("reward", 1e7), ("policy_version", 2**62)):
         td = Streams().chunk()
         td[field_name][-1] = value
-        a.push.send_multipart(wire.encode_chunk(td, 0, a.token))
+        a.push.send_multipart(wire.encode_chunk(td, 0, a.token, a.next_seq()))
     wait_until(lambda: rig.rejected() == {"bad_values": 3}, what="three bad_values")
     assert (rig.server.steps, len(rig.replay)) == (0, 0)
 
@@ -363,7 +372,7 @@ def test_chunk_the_replay_refuses_is_counted_and_returns_its_credit(rig):
     big = Streams().chunk(steps)
     server = rig.server
     server.max_records = len(big)  # (the learner's own bound would refuse it first)
-    a.push.send_multipart(wire.encode_chunk(big, 0, a.token, spec=SPEC))
+    a.push.send_multipart(wire.encode_chunk(big, 0, a.token, a.next_seq(), spec=SPEC))
     assert a.expect_control() == ack(CREDITS + 1)
     assert rig.rejected() == {"replay_rejected": 1}
     assert (server.chunks, server.steps, len(rig.replay)) == (0, 0, 0)
@@ -374,7 +383,7 @@ def test_chunk_with_wrong_fields_from_known_actor_returns_its_credit(rig):
     assert a.join() == 0
     td = Streams().chunk()
     del td["xformed_reward"]  # the header names actor 0 and its token, but not the spec's fields
-    a.push.send_multipart(wire.encode_chunk(td, 0, a.token))
+    a.push.send_multipart(wire.encode_chunk(td, 0, a.token, a.next_seq()))
     wait_until(lambda: rig.rejected() == {"bad_fields": 1}, what="bad_fields rejection")
     assert a.expect_control(timeout_s=1.0) == ack(CREDITS + 1)
 
@@ -388,9 +397,9 @@ def test_queued_chunks_of_two_actors_are_stored_together_exactly_as_one_by_one(r
     sa, sb = Streams(streams_of(0), seed=1), Streams(streams_of(1), seed=2)
     bad = sa.chunk()
     bad["reward"][-1] = math.nan  # rejected; actor 0's next chunk starts after a gap
-    messages = [(a, valid_chunk(0, a.token, sa)), (b, valid_chunk(1, b.token, sb)),
-                (a, wire.encode_chunk(bad, 0, a.token)), (b, valid_chunk(1, b.token, sb)),
-                (a, valid_chunk(0, a.token, sa)), (b, valid_chunk(1, b.token, sb))]
+    messages = [(a, valid_chunk(0, a.token, sa, seq=0)), (b, valid_chunk(1, b.token, sb, seq=0)),
+                (a, wire.encode_chunk(bad, 0, a.token, 1)), (b, valid_chunk(1, b.token, sb, seq=1)),
+                (a, valid_chunk(0, a.token, sa, seq=2)), (b, valid_chunk(1, b.token, sb, seq=2))]
     server, bursts, stored_order = rig.server, [], []
     insert = server.insert
 
@@ -427,6 +436,36 @@ def test_queued_chunks_of_two_actors_are_stored_together_exactly_as_one_by_one(r
     assert (server.actors[0].steps, server.actors[1].steps) == (2 * CHUNK_RECORDS, 3 * CHUNK_RECORDS)
 
 
+def test_a_sessions_chunks_are_taken_in_seq_order_and_once(rig):
+    """A chunk lost on the way leaves a gap: what follows it is dropped until the actor resends
+    from the gap on; a copy of a chunk already taken is dropped. Neither is a rejection nor earns
+    a credit, and the acks say how many were taken."""
+    a = rig.new_actor()
+    assert a.join() == 0
+    streams = Streams()
+    chunks = [valid_chunk(0, a.token, streams, seq=i) for i in range(3)]  # consecutive steps
+    a.push.send_multipart(chunks[0])
+    assert a.expect_control() == ack(CREDITS + 1)
+    a.push.send_multipart(chunks[2])  # chunk 1 was lost
+    wait_until(lambda: rig.server.skipped == {"out_of_order": 1}, what="an out-of-order chunk")
+    a.expect_nothing()  # no credit
+    a.heartbeat()
+    assert a.expect_control() == ack(CREDITS + 1)  # received: 1
+    for frames in chunks[1:]:  # the actor resends from the gap on
+        a.push.send_multipart(frames)
+    a.expect_credits(CREDITS + 3)
+    a.push.send_multipart(chunks[1])  # a copy of one already taken
+    wait_until(lambda: rig.server.skipped == {"out_of_order": 1, "duplicate": 1}, what="a duplicate")
+    a.heartbeat()
+    assert a.expect_control() == ack(CREDITS + 3)
+    assert rig.rejected() == {}
+    s = rig.server
+    assert (s.chunks, s.steps, len(rig.replay)) == (3, 3 * CHUNK_RECORDS, 3 * CHUNK_RECORDS)
+    stored = rig.replay.storage[:]
+    sent = torch.cat([wire.decode_chunk(frames, SPEC)[1] for frames in chunks])
+    assert torch.equal(stored["obs_continuous"], sent["obs_continuous"])  # each once, in order
+
+
 # --- 4. identity: a header cannot speak for another actor ------------------------------------
 
 def test_forged_chunks_are_dropped_and_earn_the_named_actor_nothing(rig):
@@ -446,8 +485,8 @@ def test_forged_chunks_are_dropped_and_earn_the_named_actor_nothing(rig):
 def test_records_of_other_streams_are_foreign_even_with_the_right_token(rig):
     a, b = rig.new_actor(pid=1), rig.new_actor(pid=2)
     assert (a.join(), b.join()) == (0, 1)
-    a.push.send_multipart(valid_chunk(0, a.token, Streams(streams_of(1))))  # actor 1's streams
-    a.push.send_multipart(valid_chunk(0, a.token, Streams([0, 99])))  # one stream far outside
+    a.push.send_multipart(valid_chunk(0, a.token, Streams(streams_of(1)), seq=0))  # actor 1's streams
+    a.push.send_multipart(valid_chunk(0, a.token, Streams([0, 99]), seq=1))  # one stream far outside
     a.expect_credits(CREDITS + 2)  # out of flight: their credits come back
     a.expect_nothing()
     assert rig.rejected() == {"foreign_streams": 2}
@@ -522,7 +561,7 @@ def test_a_reconnected_control_connection_gets_the_replies(rig):
     a.dealer = rig.ctx.socket(zmq.DEALER)
     a.dealer.connect(f"tcp://127.0.0.1:{rig.port + 1}")
     a.heartbeat()  # the first message with the token moves the route
-    assert a.expect_control() == ack(CREDITS + 1)
+    assert a.expect_control() == ack(CREDITS + 1, received=2)
     rig.allow.set()
     assert a.expect_control() == ack(CREDITS + 2)  # what was owed arrives on the new connection
     a.dealer.close(0)
@@ -566,7 +605,8 @@ def test_heartbeat_is_acked_until_actors_are_told_to_stop(rig):
     rig.server.stop_actors = True
     a.heartbeat()
     assert a.expect_control() == ("stop", {"version": VERSION, "incarnation": INCARNATION,
-                                           "reason": "the learner is stopping", "refused": False})
+                                           "reason": "the learner is stopping", "refused": False,
+                                           "received": 0})
     a.expect_nothing()
 
 
@@ -646,7 +686,7 @@ def test_garbage_on_both_sockets_is_counted_and_ingest_goes_on(rig):
     a.dealer.send_multipart([_prefix(v, 4) + b'{"actor_id": 0}'])                  # bad_body
     a.dealer.send_multipart([*wire.encode_control("bye", {"actor_id": 0, "token": a.token}), b"x"])
     #                                                                                too_many_frames
-    a.control("ack", {"version": 1, "incarnation": INCARNATION, "credits": 9})     # bad_kind: learner->actor
+    a.control("ack", {"version": 1, "incarnation": INCARNATION, "credits": 9, "received": 0})     # bad_kind: learner->actor
     a.dealer.send_multipart(good)                                                  # too_many_frames: a chunk
 
     expected = {"bad_magic": 2, "bad_version": 1, "bad_kind": 3, "missing_frames": 1,
@@ -662,7 +702,7 @@ def test_garbage_on_both_sockets_is_counted_and_ingest_goes_on(rig):
     assert set(s.actors) == {0}
     assert s.take_episodes() == []
 
-    a.push.send_multipart(good)
+    a.push.send_multipart(valid_chunk(0, a.token, seq=1))  # the truncated one was chunk 0
     assert a.expect_control() == ack(CREDITS + 2)
     assert (s.chunks, s.steps, len(rig.replay)) == (1, CHUNK_RECORDS, CHUNK_RECORDS)
     assert rig.rejected() == expected
