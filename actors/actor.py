@@ -66,6 +66,15 @@ SILENT_BEATS = 3  # heartbeats without any word from the learner before saying h
 RESEND_BEATS = 3  # heartbeats of answers without a chunk taken before the chunks not taken go again
 
 
+@dataclass
+class _Unacked:
+    """A chunk sent in this session that the learner has not taken yet."""
+
+    seq: int
+    frames: list
+    sent_at: float  # when it last left (resends restart it)
+
+
 class ActorRefused(ValueError):
     """The learner will not take this actor (the reason is its own words); `mouse actor` exits
     with it as a one-line error."""
@@ -198,7 +207,7 @@ class Actor:
         self.stepper = Stepper(cfg, actor_id, self.info, self.model)
         self.token, self.incarnation = welcome.token, welcome.incarnation
         self.granted, self.sent = welcome.credits, 0  # credits = granted - sent (this session)
-        self.unacked: collections.deque = collections.deque()  # [seq, frames, sent at]: not yet taken
+        self.unacked: collections.deque[_Unacked] = collections.deque()
         self.weights_incarnation: str | None = None  # the learner process the acting weights came from
         self.past_incarnations: collections.deque = collections.deque(maxlen=8)
         self.rejoining = False  # saying hello again; no records go out meanwhile
@@ -313,8 +322,8 @@ class Actor:
         if body["token"] == self.token and body["incarnation"] == self.incarnation:
             self.granted = max(self.granted, body["credits"])  # the same session: nothing is lost
             self.last_heard, self.rejoining = self.clock(), False
-            for entry in self.unacked:  # what a cut link held back may still arrive: wait afresh
-                entry[2] = self.last_heard
+            for c in self.unacked:  # what a cut link held back may still arrive: wait afresh
+                c.sent_at = self.last_heard
             return
         if not self.rejoining or body["actor_id"] != self.actor_id:
             return self._bad("bad_replies", "a welcome to another session")
@@ -371,7 +380,7 @@ class Actor:
     # --- sending -----------------------------------------------------------------------
     def _taken(self, received: int) -> None:
         """The learner has taken the session's chunks up to ``received``: forget those."""
-        while self.unacked and self.unacked[0][0] < received:
+        while self.unacked and self.unacked[0].seq < received:
             self.unacked.popleft()
 
     def _resend_lost(self) -> None:
@@ -381,12 +390,12 @@ class Actor:
         if not self.unacked or self.rejoining:
             return
         beats = 1 if self.stopping else RESEND_BEATS
-        if self.last_heard - self.unacked[0][2] < beats * self.cfg.actor.heartbeat_s:
+        if self.last_heard - self.unacked[0].sent_at < beats * self.cfg.actor.heartbeat_s:
             return
-        for entry in self.unacked:
-            if not self._send(entry[1]):
+        for c in self.unacked:
+            if not self._send(c.frames):
                 break
-            entry[2] = self.clock()
+            c.sent_at = self.clock()
             self.counters["chunks_resent"] += 1
 
     def _wait_for_credit(self) -> None:
@@ -466,7 +475,7 @@ class Actor:
             self._wait_for_credit()
             frames = wire.encode_chunk(chunk, self.actor_id, self.token, self.sent)
             if self._send(frames):  # (the chunk's tensors are fresh: they stay as sent until taken)
-                self.unacked.append([self.sent, frames, self.clock()])
+                self.unacked.append(_Unacked(self.sent, frames, self.clock()))
                 self.counters["chunks_sent"] += 1
                 self.sent += 1
         if episodes:

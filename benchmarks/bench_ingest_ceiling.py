@@ -24,19 +24,10 @@ from mouse import wire
 from mouse.config import ActorConfig, EnvConfig, RunConfig
 
 from bench_scale import KINDS, ChunkSource
+from bench_wire import sender
 
 WARMUP = 10
 SLOTS = 64  # storage rows per frame: a ring, like the replay's
-
-
-def send(port: int, frames: list[bytes], count: int) -> None:
-    ctx = zmq.Context()
-    push = ctx.socket(zmq.PUSH)
-    push.connect(f"tcp://127.0.0.1:{port}")
-    for _ in range(count):
-        push.send_multipart(frames, copy=False)
-    push.close(linger=-1)
-    ctx.term()
 
 
 def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> float:
@@ -45,8 +36,9 @@ def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> floa
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     storage = [np.empty((SLOTS, len(f)), np.uint8) for f in frames[1:]]
-    sender = mp.get_context("spawn").Process(target=send, args=(port, frames, messages + WARMUP))
-    sender.start()
+    proc = mp.get_context("spawn").Process(target=sender, args=(f"tcp://127.0.0.1:{port}", [frames],
+                                                                 messages + WARMUP))
+    proc.start()
     for _ in range(WARMUP):
         pull.recv_multipart(copy=False)
     start = time.perf_counter()
@@ -56,7 +48,7 @@ def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> floa
             for rows, frame in zip(storage, msg[1:]):
                 rows[i % SLOTS] = np.frombuffer(frame.buffer, np.uint8)
     elapsed = time.perf_counter() - start
-    sender.join()
+    proc.join()
     pull.close(0)
     ctx.term()
     return messages * sum(map(len, frames)) / elapsed / 1e6
