@@ -408,15 +408,20 @@ class IngestServer(threading.Thread):
                                                  "refused": True, "received": 0})
         st = verdict.state
         self._heard_version(body["version"])
-        log.info("actor %d connected from %s (pid %d)", st.actor_id, st.host[:64], st.pid)
+        if not verdict.again:
+            log.info("actor %d connected from %s (pid %d)", st.actor_id, st.host[:64], st.pid)
+        else:  # its hello crossed our welcome, or its connection broke: same session
+            log.log(logging.INFO if st.used else logging.DEBUG, "actor %d greeted again (same session)",
+                    st.actor_id)
         self._send(identity, "welcome", {"actor_id": st.actor_id, "token": st.token, "config": self.config,
                                          "credits": st.granted})
         self.router.send_multipart([identity, *self.current_weights()], copy=False)
 
     # --- read by the learner's logging ----------------------------------------------------
-    def connected(self, streaming: bool = False) -> int:
-        """Actors heard from lately (``streaming``: only those that have sent records)."""
-        return self.sessions.connected(streaming)
+    def connected(self, streaming: bool = False, within_s: float | None = None) -> int:
+        """Actors heard from lately (``streaming``: only those that have sent records;
+        ``within_s``: only those heard from in the last ``within_s`` seconds)."""
+        return self.sessions.connected(streaming, within_s)
 
     def take_episodes(self) -> list[dict]:
         out = []

@@ -31,7 +31,7 @@ from mouse.records import MAX_VERSION
 from mouse.replay import PrefetchBatchifier, make_replay_buffer
 from mouse.status import write_status
 from mouse.train import MetricMeans, make_optimizer, train_step
-from mouse.transport import DRAIN_BEATS, Guard, learner_sockets
+from mouse.transport import DRAIN_BEATS, STOP_SILENT_BEATS, Guard, learner_sockets
 
 from . import checkpoint
 from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evaluate
@@ -427,11 +427,15 @@ class Learner:
 
     # --- shutdown ---------------------------------------------------------------------------------
     def _stop_actors(self) -> None:
-        """Heartbeats now answer "stop": give the actors time to flush and say bye."""
+        """Heartbeats now answer "stop": give the actors time to flush and say bye. Only actors
+        still heard from are waited for: one silent for STOP_SILENT_BEATS heartbeats (killed,
+        or its node gone) would only delay the stop until its session lapses."""
         self.loop.request_stop()  # also lifts backpressure: what the actors still send is kept
         self.ingest.stop_actors = True
-        deadline = time.monotonic() + (DRAIN_BEATS + 2) * self.cfg.actor.heartbeat_s + 1
-        while self.ingest.is_alive() and self.ingest.connected(streaming=True) and time.monotonic() < deadline:
+        beat = self.cfg.actor.heartbeat_s
+        deadline = time.monotonic() + (DRAIN_BEATS + 2) * beat + 1
+        while (self.ingest.is_alive() and time.monotonic() < deadline
+               and self.ingest.connected(streaming=True, within_s=STOP_SILENT_BEATS * beat)):
             time.sleep(0.1)
 
     def _shutdown(self) -> dict:

@@ -54,12 +54,14 @@ class ActorState:
 
 @dataclass(frozen=True)
 class Hello:
-    """What to do with a hello: ``welcome`` (``state``), ``refuse`` (tell ``reason``), or
-    ``drop`` (say nothing; ``reason`` is the counted rejection)."""
+    """What to do with a hello: ``welcome`` (``state``; ``again``: a live session's actor
+    greeting again), ``refuse`` (tell ``reason``), or ``drop`` (say nothing; ``reason`` is the
+    counted rejection)."""
 
     action: str
     state: ActorState | None = None
     reason: str = ""
+    again: bool = False
 
 
 class Sessions:
@@ -75,9 +77,13 @@ class Sessions:
     def live(self, st: ActorState) -> bool:
         return not st.ended and self.clock() - st.last_seen < self.timeout_s
 
-    def connected(self, streaming: bool = False) -> int:
-        """Live sessions (``streaming``: only those that have sent records)."""
-        return sum(self.live(st) and (st.steps > 0 or not streaming) for st in list(self.actors.values()))
+    def connected(self, streaming: bool = False, within_s: float | None = None) -> int:
+        """Live sessions (``streaming``: only those that have sent records; ``within_s``: only
+        those heard from in the last ``within_s`` seconds)."""
+        now = self.clock()
+        return sum(self.live(st) and (st.steps > 0 or not streaming)
+                   and (within_s is None or now - st.last_seen < within_s)
+                   for st in list(self.actors.values()))
 
     def check(self, actor_id: int, token: str) -> ActorState | None:
         """The session of ``actor_id`` if ``token`` is its token, else None."""
@@ -109,18 +115,17 @@ class Sessions:
             if st.used and not (token and st.token == token):
                 return Hello("drop", reason="duplicate_hello")
             st.identity, st.last_seen, st.ended = identity, self.clock(), False
-        else:
-            held = self.actors.get(wanted)
-            if held is not None and self.live(held):
-                return Hello("refuse", reason=(
-                    f"actor id {wanted} is in use by {held.host[:64]}:{held.pid}; give every actor its own "
-                    "--actor-id or let the learner assign one"))
-            actor_id = wanted if wanted >= 0 else self._free_id()
-            if actor_id is None:
-                return Hello("refuse", reason=f"no free actor id: all {self.max_actors} ids have live "
-                                              "actors (learner.max_actors)")
-            st = self._start(actor_id, identity, host, pid)
-        return Hello("welcome", st)
+            return Hello("welcome", st, again=True)
+        held = self.actors.get(wanted)
+        if held is not None and self.live(held):
+            return Hello("refuse", reason=(
+                f"actor id {wanted} is in use by {held.host[:64]}:{held.pid}; give every actor its own "
+                "--actor-id or let the learner assign one"))
+        actor_id = wanted if wanted >= 0 else self._free_id()
+        if actor_id is None:
+            return Hello("refuse", reason=f"no free actor id: all {self.max_actors} ids have live "
+                                          "actors (learner.max_actors)")
+        return Hello("welcome", self._start(actor_id, identity, host, pid))
 
     def _same_actor(self, wanted: int, token: str, host: str, pid: int) -> ActorState | None:
         """The live session this hello comes from: by its token, else by host and pid."""

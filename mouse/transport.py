@@ -63,6 +63,9 @@ WEIGHTS_HWM = 4
 # before its bye; a stopping learner waits for the byes that long, plus a heartbeat for its
 # "stop" to arrive and one to spare
 DRAIN_BEATS = 3
+# ... but not for an actor it has not heard from for this many heartbeats (killed; its node
+# gone): a draining actor still sends its heartbeats
+STOP_SILENT_BEATS = 3
 
 
 @dataclass(frozen=True)

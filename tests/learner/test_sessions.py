@@ -76,15 +76,16 @@ def test_a_hello_naming_a_live_actor_is_refused_with_who_holds_it(clock):
 
 def test_repeated_hellos_keep_the_session_its_grant_and_what_it_is_owed(clock):
     s = sessions(clock)
-    a = hello(s, pid=1).state
-    token = a.token
+    first = hello(s, pid=1)
+    a, token = first.state, first.state.token
     a.granted, a.owed = 10, 2  # chunks stored meanwhile
     again = hello(s, pid=1, identity=b"route-2")  # resent before it was answered: same host and pid
     assert again.state is a and a.token == token and (a.granted, a.owed) == (10, 2)
+    assert (first.again, again.again) == (False, True)
     assert a.identity == b"route-2"
     s.heard(a)  # a message with its token: from now on only the token names it
     with_token = hello(s, actor_id=0, token=token, identity=b"route-3")  # e.g. after learner silence
-    assert with_token.state is a and (a.granted, a.owed, a.identity) == (10, 2, b"route-3")
+    assert with_token.state is a and (a.granted, a.owed, a.identity) == (10, 2, b"route-3") and with_token.again
     stale = hello(s, pid=1)  # no token, same host and pid: a duplicate (or a process reusing the pid)
     assert stale.action == "drop" and stale.reason == "duplicate_hello" and a.identity == b"route-3"
 
@@ -104,6 +105,19 @@ def test_bye_frees_the_id_but_late_records_still_count(clock):
     assert s.check(1, a_token) is a and s.connected() == 0
     b = hello(s, actor_id=1, pid=2).state
     assert s.check(1, b.token) is b and s.check(1, a_token) is None
+
+
+def test_connected_counts_live_sessions_streaming_ones_and_those_heard_lately(clock):
+    s = sessions(clock)
+    quiet, streaming = hello(s, pid=1).state, hello(s, pid=2).state
+    streaming.steps = 16
+    assert (s.connected(), s.connected(streaming=True)) == (2, 1)
+    clock.t += 4.0  # the streaming one goes silent (killed): still live, no longer heard lately
+    s.heard(quiet)
+    assert s.connected(streaming=True) == 1
+    assert s.connected(streaming=True, within_s=3.0) == 0 and s.connected(within_s=3.0) == 1
+    clock.t += TIMEOUT
+    assert s.connected() == 0  # both lapsed
 
 
 def test_hellos_are_rate_limited(clock):
