@@ -1,4 +1,4 @@
-"""Acting from the model: a rolling context per sub-env, then select_action.
+"""Acting from the model: a rolling context per sub-env, then select_action and explore.
 
 Shared by the actor processes and the learner's evaluator, so both act the
 same way from the same weights.
@@ -14,7 +14,7 @@ import torch
 from tensordict import TensorDict
 from torch import nn
 
-from mouse.models import select_action
+from mouse.models import explore, select_action
 from mouse.replay.torchrl_compat import unchecked_tensordict
 
 # the fields the model reads; the rest of a record (q_star, ids) is not needed to act
@@ -178,23 +178,6 @@ class ActingPolicy:
         return self._traces[key]
 
     def _select(self, out, action_mask: torch.Tensor | None) -> torch.Tensor:
-        """The policy's action [N], then ε-exploration drawn in numpy on the whole vector.
-
-        Why numpy: at N = 64 the three torch draws and the where of ``select_action``'s
-        exploration cost about as much as the model's head; the distribution is the same
-        (with probability ε a row takes an action uniformly among its allowed ones).
-        """
-        action = select_action(out, self.policy, 0.0, action_mask, self.generator)  # [N]
-        eps = self.epsilon.numpy() if isinstance(self.epsilon, torch.Tensor) else self.epsilon
-        if not np.any(eps):
-            return action
-        n = action.shape[0]
-        explore = self.rng.random(n, dtype=np.float32) < eps  # [N]
-        if not explore.any():
-            return action
-        if action_mask is None:
-            random_action = self.rng.integers(0, self.model.spec.num_actions, n)
-        else:  # uniform among the allowed: argmax of noise with the disallowed at -1
-            noise = np.where(action_mask.numpy(), self.rng.random(action_mask.shape), -1.0)  # [N, A]
-            random_action = noise.argmax(1)
-        return torch.from_numpy(np.where(explore, random_action, action.numpy()))
+        """The policy's action [N], then ε-exploration on the whole vector."""
+        action = select_action(out, self.policy, action_mask, self.generator)  # [N]
+        return explore(action, self.epsilon, self.rng, self.model.spec.num_actions, action_mask)

@@ -7,7 +7,8 @@ on first use (the run config, and ``mouse --help``, need only the config).
 from mouse.lazy import lazy_exports
 from .config import BACKBONES, HEADS, TARGET_HEADS, ModelConfig
 
-_LAZY = {"POLICIES": ".act", "heads_for": ".act", "select_action": ".act", "MouseModel": ".model"}
+_LAZY = {"POLICIES": ".act", "explore": ".act", "heads_for": ".act", "select_action": ".act",
+         "MouseModel": ".model"}
 
 __all__ = [
     "BACKBONES",
@@ -16,6 +17,7 @@ __all__ = [
     "TARGET_HEADS",
     "ModelConfig",
     "MouseModel",
+    "explore",
     "heads_for",
     "select_action",
 ]

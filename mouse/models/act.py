@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 
@@ -28,16 +29,9 @@ def heads_for(train_cfg, policy: str) -> tuple[str, ...]:
     return tuple(h for h in registry.head_names() if h in active or h == policy)
 
 
-def _uniform(shape, device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
-    # draw on the generator's device (a CPU generator may drive CUDA acting), then move
-    gen_device = generator.device if generator is not None else device
-    return torch.rand(shape, generator=generator, device=gen_device).to(device)
-
-
-def select_action(out_last: TensorDict, policy: str, epsilon: float | torch.Tensor = 0.0,
-                  action_mask: torch.Tensor | None = None,
+def select_action(out_last: TensorDict, policy: str, action_mask: torch.Tensor | None = None,
                   generator: torch.Generator | None = None) -> torch.Tensor:
-    """Actions [N] (int64) from the heads at the acting step, ``out_last`` TensorDict[N].
+    """The policy's actions [N] (int64) from the heads at the acting step, ``out_last`` TensorDict[N].
 
     The policy head's registry entry says how (built-ins below):
 
@@ -45,11 +39,8 @@ def select_action(out_last: TensorDict, policy: str, epsilon: float | torch.Tens
     - ``sp``: a sample from softmax of ``out_last["sp"]`` logits (Gumbel-max).
     - ``vec_dqn``: greedy on ``vec_dqn_scores(out_last["vec_dqn"], action_mask)``.
 
-    With probability ``epsilon`` (a float or a per-row Tensor[N]) a row instead takes
-    an action uniformly among its allowed ones, whatever the policy (ε-greedy for
-    ``dqn``; the default ε = 0 leaves ``sp``/``vec_dqn`` exactly as above).
     ``action_mask`` [N, A] (True = allowed) is honoured by every branch; a row with
-    no allowed action is the caller's bug and yields action 0.
+    no allowed action is the caller's bug and yields action 0. ε-exploration on top: ``explore``.
     """
     head = _policy_head(policy)
     if policy not in out_last.keys():
@@ -68,18 +59,32 @@ def select_action(out_last: TensorDict, policy: str, epsilon: float | torch.Tens
         scores = scores.masked_fill(~action_mask, float("-inf"))
     if head.act == "sample":
         # Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits)
-        u = _uniform((n, a), device, generator).clamp_(min=torch.finfo(torch.float32).tiny)
-        scores = scores - torch.log(-torch.log(u))
-    action = scores.argmax(-1)  # [N]
+        gen_device = generator.device if generator is not None else device  # a CPU generator may drive CUDA
+        u = torch.rand((n, a), generator=generator, device=gen_device).to(device)
+        scores = scores - torch.log(-torch.log(u.clamp_(min=torch.finfo(torch.float32).tiny)))
+    return scores.argmax(-1)  # [N]
 
-    if isinstance(epsilon, torch.Tensor) or epsilon > 0:
-        # random action among allowed ones: argmax of uniform noise over allowed entries
-        noise = _uniform((n, a), device, generator)
-        if action_mask is not None:
-            noise = noise.masked_fill(~action_mask, -1.0)
-        random_action = noise.argmax(-1)  # [N]
-        if isinstance(epsilon, torch.Tensor):
-            epsilon = epsilon.to(device=device, dtype=torch.float32)  # [N] or []
-        explore = _uniform((n,), device, generator) < epsilon  # [N]
-        action = torch.where(explore, random_action, action)
-    return action
+
+def explore(action: torch.Tensor, epsilon: float | torch.Tensor, rng: np.random.Generator,
+            num_actions: int, action_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """ε-exploration of ``action`` [N]: with probability ``epsilon`` (a float or a per-row
+    Tensor[N]) a row instead takes an action uniformly among its allowed ones (``action_mask``
+    [N, A], True = allowed; all ``num_actions`` without one), whatever the policy.
+
+    Drawn in numpy on the whole vector: at N = 64 torch's draws and ``where`` cost about as
+    much as the model's head. Returns ``action`` itself when no row explores.
+    """
+    eps = epsilon.cpu().numpy() if isinstance(epsilon, torch.Tensor) else epsilon
+    if not np.any(eps):
+        return action
+    n = action.shape[0]
+    rows = rng.random(n, dtype=np.float32) < eps  # [N]
+    if not rows.any():
+        return action
+    if action_mask is None:
+        random_action = rng.integers(0, num_actions, n)
+    else:  # uniform among the allowed: argmax of noise with the disallowed at -1
+        mask = action_mask.cpu().numpy().astype(bool)
+        random_action = np.where(mask, rng.random(mask.shape), -1.0).argmax(1)  # [N]
+    chosen = np.where(rows, random_action, action.cpu().numpy())
+    return torch.from_numpy(chosen).to(action.device)

@@ -1,15 +1,16 @@
-"""select_action and heads_for: masks, greedy, uniform exploration, softmax sampling."""
+"""select_action, explore and heads_for: masks, greedy, uniform exploration, softmax sampling."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from tensordict import TensorDict
 
-from mouse.models import heads_for, select_action
+from mouse.models import explore, heads_for, select_action
 
 N, A = 4000, 4
 # action 1 is the best by far, but masked out in every row
@@ -28,34 +29,45 @@ def _freqs(actions):
     return torch.bincount(actions, minlength=A).double() / len(actions)
 
 
-def test_dqn_epsilon_zero_is_greedy_and_masked():
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def test_dqn_is_greedy_and_masked_and_epsilon_zero_leaves_it():
     q = torch.randn(N, A, generator=_gen(1))
     out = TensorDict({"dqn": q}, batch_size=[N])
-    assert torch.equal(select_action(out, "dqn", 0.0, generator=_gen()), q.argmax(-1))
-    masked = select_action(out, "dqn", 0.0, MASK, _gen())
+    assert torch.equal(select_action(out, "dqn", generator=_gen()), q.argmax(-1))
+    masked = select_action(out, "dqn", MASK, _gen())
     assert torch.equal(masked, q.masked_fill(~MASK, -math.inf).argmax(-1))
     assert not (masked == 1).any()
-    assert torch.equal(select_action(TensorDict({"dqn": _q()}, [N]), "dqn", 0.0, MASK), torch.full((N,), 2))
+    assert torch.equal(select_action(TensorDict({"dqn": _q()}, [N]), "dqn", MASK), torch.full((N,), 2))
+    assert explore(masked, 0.0, _rng(), A, MASK) is masked
+    assert explore(masked, torch.zeros(N), _rng(), A, MASK) is masked
 
 
-def test_dqn_epsilon_one_is_uniform_over_allowed():
-    out = TensorDict({"dqn": _q()}, batch_size=[N])
-    f = _freqs(select_action(out, "dqn", 1.0, MASK, _gen(3)))
+def test_epsilon_one_is_uniform_over_allowed():
+    greedy = torch.full((N,), 2)
+    f = _freqs(explore(greedy, 1.0, _rng(3), A, MASK))
     assert f[1] == 0  # masked action never drawn, even at random
     # 3 allowed actions: 1/3 each; 4000 draws give std ~0.0075, so 0.03 is 4 sigma
     torch.testing.assert_close(f[[0, 2, 3]], torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.03, rtol=0)
+    f = _freqs(explore(greedy, 1.0, _rng(4), A))  # no mask: all A
+    torch.testing.assert_close(f, torch.full((A,), 1 / A, dtype=torch.float64), atol=0.03, rtol=0)
 
 
-def test_dqn_epsilon_mixture_and_per_row_epsilon():
-    out = TensorDict({"dqn": _q()}, batch_size=[N])
+def test_epsilon_mixture_and_per_row_epsilon():
+    greedy = select_action(TensorDict({"dqn": _q()}, batch_size=[N]), "dqn", MASK)
     # ε = 0.3 over 3 allowed actions: greedy action 2 gets 0.7 + 0.1, the others 0.1
-    f = _freqs(select_action(out, "dqn", 0.3, MASK, _gen(4)))
-    torch.testing.assert_close(f, torch.tensor([0.1, 0.0, 0.8, 0.1], dtype=torch.float64), atol=0.03, rtol=0)
+    a = explore(greedy, 0.3, _rng(4), A, MASK)
+    assert a.dtype == torch.int64 and a.shape == (N,)
+    torch.testing.assert_close(_freqs(a), torch.tensor([0.1, 0.0, 0.8, 0.1], dtype=torch.float64),
+                               atol=0.03, rtol=0)
     # per-row ε: first half always greedy, second half always random
     eps = torch.cat([torch.zeros(N // 2), torch.ones(N // 2)])
-    a = select_action(out, "dqn", eps, MASK, _gen(5))
+    a = explore(greedy, eps, _rng(5), A, MASK)
     assert (a[: N // 2] == 2).all()
     assert (a[N // 2:] != 2).any() and not (a == 1).any()
+    assert torch.equal(a, explore(greedy, eps, _rng(5), A, MASK))  # the rng's seed decides
 
 
 def test_sp_frequencies_match_softmax_over_allowed():
@@ -83,11 +95,11 @@ def test_vec_dqn_greedy_on_scores_and_masked():
     out = TensorDict({"vec_dqn": v}, batch_size=[N])
     scores = vec_dqn_scores(v)
     assert torch.equal(select_action(out, "vec_dqn"), scores.argmax(-1))
-    a = select_action(out, "vec_dqn", 0.0, MASK)
+    a = select_action(out, "vec_dqn", MASK)
     assert not (a == 1).any()
     # disallowed actions leave the angle sum too (the loss's greedy rule)
     assert torch.equal(a, vec_dqn_scores(v, MASK).argmax(-1))
-    a = select_action(out, "vec_dqn", 1.0, MASK, _gen(10))
+    a = explore(a, 1.0, _rng(10), A, MASK)
     assert not (a == 1).any() and len(a.unique()) == 3
 
 
