@@ -15,7 +15,8 @@ import torch
 
 from mouse.keys import load_actor_keys
 
-from .actor import Actor, connect
+from .actor import Actor
+from .join import connect
 
 log = logging.getLogger("mouse.actor")
 

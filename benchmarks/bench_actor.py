@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import zmq
 
-from actors.actor import Actor, connect
+from actors.actor import Actor
+from actors.join import connect
 from actors.stepper import Stepper
 from mouse import wire
 from mouse.acting import ActingPolicy, acting_state, load_acting_state

@@ -46,7 +46,8 @@ import numpy as np
 import torch
 import zmq
 
-from actors.actor import Actor, connect
+from actors.actor import Actor
+from actors.join import connect
 from learner.learner import Learner
 from mouse import wire
 from mouse.components import resolve_device

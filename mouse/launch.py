@@ -107,7 +107,8 @@ class InprocRun:
 
         ``keys_dir``: its --keys (default: the learner's, when it has any).
         """
-        from actors.actor import Actor, connect
+        from actors.actor import Actor
+        from actors.join import connect
         from mouse.keys import load_actor_keys
 
         keys_dir = self.keys_dir if keys_dir is None else keys_dir

@@ -19,7 +19,8 @@ import torch
 from mouse.acting import acting_state
 import zmq
 
-from actors.actor import Actor, ActorRefused, connect
+from actors.actor import Actor
+from actors.join import ActorRefused, connect
 from mouse import wire
 from mouse.components import build_model
 from mouse.config import ActorConfig, EnvConfig, RunConfig, to_dict
