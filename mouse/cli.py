@@ -284,7 +284,10 @@ def _setup_logging() -> None:
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             datefmt="%H:%M:%S")
-    logging.getLogger("torchrl").setLevel(logging.WARNING)  # its INFO lines are colour-coded noise
+    # torchrl's INFO lines are colour-coded noise on stdout; it sets its logger's level from
+    # RL_LOGGING_LEVEL when first imported (later than this), and for an import before it
+    os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("torchrl").setLevel(os.environ["RL_LOGGING_LEVEL"])
 
 
 def console() -> None:

@@ -157,5 +157,6 @@ def test_a_closed_stdout_silences_the_console_not_the_run(tmp_path):
     p.stdout.close()
     err = p.stderr.read()
     assert p.wait(300) == 0, err[-3000:]
-    assert "Exception in thread" not in err  # (torchrl's stdout logger may report one failed line)
+    assert "Exception in thread" not in err
+    assert "Logging error" not in err, err[-3000:]  # torchrl's stdout logger is quiet below warnings
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["env_steps"] >= 1500
