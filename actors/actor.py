@@ -81,7 +81,7 @@ def _same_run(a: RunConfig, b: RunConfig) -> bool:
 
 
 class Actor:
-    """Acts in ``cfg.env`` as actor ``actor_id`` over connected ``sockets`` (see ``connect``).
+    """Acts in ``cfg.env`` as actor ``actor_id`` over connected ``sockets`` (see ``actors.join.connect``).
 
     ``stop(reason)`` may be called from outside (a signal handler, the in-process
     launcher): the actor then flushes what it holds, says bye and returns from ``run``.

@@ -156,6 +156,7 @@ class IngestServer(threading.Thread):
         # reports raise version_heard until then (monotonic): while a restarted fleet joins again
         self.versions_heard_until = time.monotonic() + (version_window_s or max(30.0, 3 * actor_timeout_s))
         self.error: BaseException | None = None
+        self.listened_at = time.monotonic()  # the loop's last poll: messages up to then are handled
         self._pending: list[Received] = []  # chunks of this burst, stored together (_flush)
         self._pending_bytes = 0
         self._earned: dict[int, ActorState] = {}  # sessions whose chunks earned credits this burst
@@ -178,6 +179,7 @@ class IngestServer(threading.Thread):
         poller.register(self.router, zmq.POLLIN)
         try:
             while not self._stop_event.is_set():
+                self.listened_at = time.monotonic()  # (silence counts only while it listens)
                 ready = dict(poller.poll(20))
                 if self.router in ready:
                     self._burst(self._control_in, CONTROL_BURST, self._control)
@@ -408,11 +410,11 @@ class IngestServer(threading.Thread):
                                                  "refused": True, "received": 0})
         st = verdict.state
         self._heard_version(body["version"])
-        if not verdict.again:
-            log.info("actor %d connected from %s (pid %d)", st.actor_id, st.host[:64], st.pid)
-        else:  # its hello crossed our welcome, or its connection broke: same session
+        if verdict.again:  # its hello crossed our welcome, or its connection broke: same session
             log.log(logging.INFO if st.used else logging.DEBUG, "actor %d greeted again (same session)",
                     st.actor_id)
+        else:
+            log.info("actor %d connected from %s (pid %d)", st.actor_id, st.host[:64], st.pid)
         self._send(identity, "welcome", {"actor_id": st.actor_id, "token": st.token, "config": self.config,
                                          "credits": st.granted})
         self.router.send_multipart([identity, *self.current_weights()], copy=False)
@@ -420,8 +422,10 @@ class IngestServer(threading.Thread):
     # --- read by the learner's logging ----------------------------------------------------
     def connected(self, streaming: bool = False, within_s: float | None = None) -> int:
         """Actors heard from lately (``streaming``: only those that have sent records;
-        ``within_s``: only those heard from in the last ``within_s`` seconds)."""
-        return self.sessions.connected(streaming, within_s)
+        ``within_s``: only those heard from in the ``within_s`` seconds before this thread last
+        listened, so a stalled ingest thread makes nobody silent)."""
+        heard_since = None if within_s is None else self.listened_at - within_s
+        return self.sessions.connected(streaming, heard_since)
 
     def take_episodes(self) -> list[dict]:
         out = []

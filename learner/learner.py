@@ -429,7 +429,7 @@ class Learner:
     def _stop_actors(self) -> None:
         """Heartbeats now answer "stop": give the actors time to flush and say bye. Only actors
         still heard from are waited for: one silent for STOP_SILENT_BEATS heartbeats (killed,
-        or its node gone) would only delay the stop until its session lapses."""
+        or its node gone) would only hold the stop until the deadline."""
         self.loop.request_stop()  # also lifts backpressure: what the actors still send is kept
         self.ingest.stop_actors = True
         beat = self.cfg.actor.heartbeat_s

@@ -284,10 +284,15 @@ def _setup_logging() -> None:
     else:
         logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                             datefmt="%H:%M:%S")
-    # torchrl's INFO lines are colour-coded noise on stdout; it sets its logger's level from
-    # RL_LOGGING_LEVEL when first imported (later than this), and for an import before it
+    # torchrl logs colour-coded INFO lines to stdout, through the console table. It reads these
+    # variables when first imported (after this; actor processes inherit them): its warnings go
+    # to stderr with ours. setLevel covers a torchrl imported already.
     os.environ.setdefault("RL_LOGGING_LEVEL", "WARNING")
-    logging.getLogger("torchrl").setLevel(os.environ["RL_LOGGING_LEVEL"])
+    os.environ.setdefault("TORCHRL_CONSOLE_STREAM", "stderr")
+    try:
+        logging.getLogger("torchrl").setLevel(os.environ["RL_LOGGING_LEVEL"])
+    except ValueError:  # not a level name: torchrl's own import will say so
+        pass
 
 
 def console() -> None:

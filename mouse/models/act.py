@@ -84,7 +84,7 @@ def explore(action: torch.Tensor, epsilon: float | torch.Tensor, rng: np.random.
     if action_mask is None:
         random_action = rng.integers(0, num_actions, n)
     else:  # uniform among the allowed: argmax of noise with the disallowed at -1
-        mask = action_mask.cpu().numpy().astype(bool)
+        mask = np.asarray(action_mask.cpu().numpy(), dtype=bool)
         random_action = np.where(mask, rng.random(mask.shape), -1.0).argmax(1)  # [N]
     chosen = np.where(rows, random_action, action.cpu().numpy())
     return torch.from_numpy(chosen).to(action.device)

@@ -591,6 +591,25 @@ def test_bye_ends_the_session_and_frees_the_id(rig):
     wait_until(lambda: rig.rejected() == {"bad_token": 1}, what="the old token refused")
 
 
+def test_a_silent_actor_is_no_longer_heard_lately_while_a_talking_one_is(rig):
+    """What a stopping learner waits for (``connected(streaming=True, within_s)``): not an actor
+    that went silent (killed), still an actor that keeps talking."""
+    talking, silent = rig.new_actor(pid=1), rig.new_actor(pid=2)
+    ids = talking.join(), silent.join()
+    for a in (talking, silent):
+        a.chunk()
+        assert a.expect_control()[0] == "ack"
+    assert rig.server.connected(streaming=True, within_s=0.5) == 2
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:  # the silent one says nothing from now on
+        talking.heartbeat()
+        assert talking.expect_control()[0] == "ack"
+        time.sleep(0.1)
+    assert rig.server.connected(streaming=True, within_s=0.5) == 1
+    assert rig.server.connected(streaming=True) == 2  # (its session is still live)
+    assert ids == (0, 1)
+
+
 # --- 5. heartbeats ---------------------------------------------------------------------------
 
 def test_heartbeat_is_acked_until_actors_are_told_to_stop(rig):

@@ -115,7 +115,8 @@ def test_connected_counts_live_sessions_streaming_ones_and_those_heard_lately(cl
     clock.t += 4.0  # the streaming one goes silent (killed): still live, no longer heard lately
     s.heard(quiet)
     assert s.connected(streaming=True) == 1
-    assert s.connected(streaming=True, within_s=3.0) == 0 and s.connected(within_s=3.0) == 1
+    recent = clock.t - 3.0
+    assert s.connected(streaming=True, heard_since=recent) == 0 and s.connected(heard_since=recent) == 1
     clock.t += TIMEOUT
     assert s.connected() == 0  # both lapsed
 
