@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
 import threading
 import time
 
@@ -159,6 +160,8 @@ class IngestServer(threading.Thread):
         self.listened_at = time.monotonic()  # the loop's last poll: messages up to then are handled
         self._pending: list[Received] = []  # chunks of this burst, stored together (_flush)
         self._pending_bytes = 0
+        self._record_bytes = sum(math.prod(f.shape) * f.dtype.itemsize for f in spec.fields().values())
+        self._admitted: ActorState | None = None  # the session of the chunk being opened (_admit)
         self._earned: dict[int, ActorState] = {}  # sessions whose chunks earned credits this burst
 
     def stop(self) -> None:
@@ -215,6 +218,7 @@ class IngestServer(threading.Thread):
         if st is None:
             raise _Refused("bad_token", f"chunk for actor {header['actor_id']} without its session token")
         self._check_seq(st, header["seq"])
+        self._admitted = st  # _hold's (wire.open_chunk calls this before it reads any record frame)
 
     def _check_seq(self, st: ActorState, seq: int) -> None:
         """Raise _Skipped unless ``seq`` is the session's next chunk."""
@@ -251,10 +255,10 @@ class IngestServer(threading.Thread):
 
     def _hold(self, header: dict, arrays: dict) -> None:
         """Keep a chunk for this burst's storage write (sooner when the held bytes add up)."""
-        st = self.sessions.check(header["actor_id"], header["token"])  # admitted: never None
+        st, n = self._admitted, header["n"]  # the session _admit found for this very header
         st.received += 1  # taken: stored or refused by the burst's checks
-        self._pending.append(Received(st, header["actor_id"], header["n"], arrays))
-        self._pending_bytes += sum(a.nbytes for a in arrays.values())
+        self._pending.append(Received(st, header["actor_id"], n, arrays))
+        self._pending_bytes += n * self._record_bytes  # (the wire checked every frame's length)
         if self._pending_bytes >= BATCH_BYTES:
             self._flush()
 
@@ -283,8 +287,8 @@ class IngestServer(threading.Thread):
             self.insert([c.arrays for c in good])
         except ValueError:  # the buffer refused one (nothing was written): find it, store the rest
             good = [c for c in good if self._insert_alone(c)]
-        for c in good:
-            self._book(c)
+        if good:
+            self._book(good)
 
     def _insert_alone(self, c: Received) -> bool:
         try:
@@ -295,23 +299,28 @@ class IngestServer(threading.Thread):
             self._return_credit(c.st)
             return False
 
-    def _book(self, c: Received) -> None:
-        st, n, versions = c.st, c.n, c.arrays["policy_version"]
-        lag_sum = self.current_version() * n - int(versions.sum())
-        top = int(versions.max())
+    def _book(self, stored: list[Received]) -> None:
+        """Count the stored chunks (in the order they came) and their sessions' credits: the
+        policy versions' sums and maxima come from one pass over all of them."""
+        versions = np.concatenate([c.arrays["policy_version"] for c in stored])  # [sum n]
+        starts = np.cumsum([0] + [c.n for c in stored[:-1]])
+        sums, tops = np.add.reduceat(versions, starts).tolist(), np.maximum.reduceat(versions, starts).tolist()
+        now, n_all = self.current_version(), len(versions)
         with self.lock:
-            self.steps += n
-            self.chunks += 1
-            self.lag_sum += lag_sum
-            self.lag_count += n
-            if not self.streams_seen.issuperset(own_streams(c.actor_id, self.num_envs)):
-                self.streams_seen.update(np.unique(c.arrays["stream_id"]).tolist())
-            self.sessions.heard(st)
-            self._heard_version(top)
-            st.steps += n
-            st.version = max(st.version, top)
-            st.owed += 1  # the chunk is out of flight either way: its credit comes back
-        self._earned[id(st)] = st
+            self.steps += n_all
+            self.chunks += len(stored)
+            self.lag_sum += now * n_all - sum(sums)
+            self.lag_count += n_all
+            for c, top in zip(stored, tops):
+                st = c.st
+                if not self.streams_seen.issuperset(own_streams(c.actor_id, self.num_envs)):
+                    self.streams_seen.update(np.unique(c.arrays["stream_id"]).tolist())
+                self.sessions.heard(st)
+                st.steps += c.n
+                st.version = max(st.version, top)
+                st.owed += 1  # the chunk is out of flight either way: its credit comes back
+                self._earned[id(st)] = st
+            self._heard_version(max(tops))
 
     def _episodes(self, body: dict) -> None:
         st = self.sessions.check(body["actor_id"], body["token"])
