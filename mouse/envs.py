@@ -1,21 +1,19 @@
 """Gymnasium environments as the actors and the evaluator see them.
 
 Every env of a run is made here, so the ids mouse adds are always registered:
-``mouse/...`` tasks (``mouse.tasks``, imported below) and the ALE ids (ale-py
-imported on first use); ALE ids get the Atari preset (``mouse.atari``).
+``mouse/...`` tasks and the ALE ids (``mouse.env_ids``: ale-py imported on first
+use); ALE ids get the Atari preset (``mouse.atari``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 
 import gymnasium as gym
 import torch
 
-import mouse.tasks  # noqa: F401  (registers the mouse/ ids in every process that makes envs)
-from mouse import atari
-from mouse.config import ALE_NAMESPACE, EnvConfig
+from mouse import atari, env_ids
+from mouse.config import EnvConfig
 from mouse.envpool_vector import EnvPoolVector
 from mouse.records import RecordSpec, record_spec_for_env
 
@@ -38,10 +36,7 @@ class EnvInfo:
 
 def _make_args(cfg: EnvConfig) -> tuple[dict, list]:
     """(gymnasium.make kwargs, wrappers innermost first) of the env ``cfg`` names."""
-    if cfg.env_id.startswith(ALE_NAMESPACE):
-        atari.register_ale(cfg.env_id)
-    elif cfg.env_id not in gym.registry and importlib.util.find_spec("ale_py") is not None:
-        atari.register_ale(cfg.env_id)  # ale-py's other ids (PongNoFrameskip-v4, ...), no preset
+    env_ids.register(cfg.env_id)
     if cfg.atari_preset_applies:
         return atari.preset_kwargs(cfg), atari.preset_wrappers(cfg)
     return cfg.kwargs(), []

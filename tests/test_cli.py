@@ -85,6 +85,25 @@ def test_help_imports_neither_torch_nor_zmq_nor_gymnasium():
     assert out.strip().splitlines()[-1] == "[]", out[-2000:]
 
 
+def test_a_misspelt_env_id_is_refused_before_torch_is_imported():
+    """`mouse run` and `mouse learner` check the id with gymnasium alone (a second, not the
+    learner's imports); the mouse/ and ALE ids are registered for that check."""
+    code = ("import sys\nfrom mouse.cli import main\n"
+            "for cmd in (['run'], ['learner']):\n"
+            "    for env_id in ('NoSuchEnv-v0', 'ALE/Pongg-v5'):\n"
+            "        try:\n            main([*cmd, '--env.env-id', env_id])\n"
+            "        except SystemExit as e:\n            print(e.code)\n"
+            "from mouse.env_ids import check_env_id\n"
+            "check_env_id('mouse/CueRecall-v0'); check_env_id('ALE/Pong-v5'); check_env_id('PongNoFrameskip-v4')\n"
+            "print(sorted(m for m in ('torch', 'tensordict', 'zmq') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         timeout=120, check=True).stdout.strip().splitlines()
+    assert out[-1] == "[]", out
+    assert out[:-1] == 2 * ["error: env.env_id: cannot make env 'NoSuchEnv-v0': Environment `NoSuchEnv` doesn't exist.",
+                            "error: env.env_id: cannot make env 'ALE/Pongg-v5': Environment `Pongg` doesn't exist "
+                            "in namespace ALE. Did you mean: `Pong`?"], out
+
+
 @pytest.mark.parametrize("argv, names", [
     (["run", "--train.sp.temperature", "-1"], "train.sp"),
     (["learner", "--model.hidden-dim", "0"], "hidden_dim"),
