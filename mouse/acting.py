@@ -180,7 +180,4 @@ class ActingPolicy:
     def _select(self, out, action_mask: torch.Tensor | None) -> torch.Tensor:
         """The policy's action [N], then ε-exploration on the whole vector."""
         action = select_action(out, self.policy, action_mask, self.generator)  # [N]
-        # greedy (evaluation): nothing to draw, and a model need not have a spec (an action count)
-        if not isinstance(self.epsilon, torch.Tensor) and self.epsilon == 0:
-            return action
         return explore(action, self.epsilon, self.rng, self.model.spec.num_actions, action_mask)

@@ -37,6 +37,7 @@ class QStarModel(torch.nn.Module):
     def __init__(self, table: torch.Tensor):
         super().__init__()
         self.table = table
+        self.spec = SimpleNamespace(num_actions=table.shape[1])  # what acting reads of a model's spec
 
     def forward(self, td, last_only=True):
         q = self.table[td["obs_discrete"][:, -1]]  # [N, A]
