@@ -1,7 +1,7 @@
 """Checking the record chunks of one ingest burst together, with each chunk's verdict its own.
 
 The ingest thread drains every chunk queued on its records socket (``wire.open_chunk``:
-header, sender and frames checked, records left as read-only views of the frames), then
+header, sender and frames checked, records left as numpy views of the frames), then
 ``check_chunks`` gives each one the verdict checking it alone would: None (store it) or
 the first of, in this order,
 
@@ -34,7 +34,7 @@ class Received:
     st: object  # learner.sessions.ActorState
     actor_id: int
     n: int
-    arrays: dict[str, np.ndarray]  # {field: [n, ...]}, read-only views of the frames
+    arrays: dict[str, np.ndarray]  # {field: [n, ...]}, views of the frames (never written)
 
 
 def own_streams(actor_id: int, num_envs: int) -> range:

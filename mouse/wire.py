@@ -96,6 +96,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import zmq
 from tensordict import TensorDict
 
 from mouse.replay.torchrl_compat import unchecked_tensordict
@@ -177,6 +178,16 @@ def _byte_view(frame, i: int) -> memoryview:
                         f"frame {i} is not a contiguous byte buffer ({type(frame).__name__})") from None
 
 
+_FLAT = (bytes, zmq.Frame)  # len() is the byte count and the buffer is flat bytes
+
+
+def _flat(frame, i: int):
+    """A frame as something whose ``len()`` is its byte count and whose buffer is flat bytes,
+    without copying: the frame itself when it is bytes or a zmq.Frame (``recv(copy=False)``:
+    a memoryview of it costs more than reading the frame), else a byte view of it."""
+    return frame if type(frame) in _FLAT else _byte_view(frame, i)
+
+
 def _raw(t: torch.Tensor) -> memoryview:
     """The bytes of a contiguous CPU tensor, zero-copy (any dtype, bfloat16 included)."""
     return memoryview(t.reshape(-1).view(torch.uint8).numpy())
@@ -193,8 +204,9 @@ def _finite_float(text: str) -> float:
     return x
 
 
-def _open(frames: Frames) -> tuple[str, bytes, list[memoryview]]:
-    """Check frame 0's prefix and size; return (kind, body text, byte views of all frames)."""
+def _open(frames: Frames) -> tuple[str, bytes, list]:
+    """Check frame 0's prefix and size; return (kind, body text, [frame 0's byte view, the
+    other frames flat (``_flat``)])."""
     if not isinstance(frames, (list, tuple)):
         raise WireError("bad_header", f"expected a list of frames, got {type(frames).__name__}")
     if not frames:
@@ -216,7 +228,7 @@ def _open(frames: Frames) -> tuple[str, bytes, list[memoryview]]:
     if head.nbytes < start:
         raise WireError("bad_header", f"a {kind}'s frame 0 has {head.nbytes} bytes, shorter than {start}")
     text = bytes(head[start:])
-    return kind, text, [head] + [_byte_view(f, i) for i, f in enumerate(frames[1:], start=1)]
+    return kind, text, [head] + [_flat(f, i) for i, f in enumerate(frames[1:], start=1)]
 
 
 def _parse(kind: str, text: bytes) -> dict:
@@ -230,7 +242,7 @@ def _parse(kind: str, text: bytes) -> dict:
     return body
 
 
-def _open_kind(frames: Frames, allowed, what: str) -> tuple[str, bytes, list[memoryview]]:
+def _open_kind(frames: Frames, allowed, what: str) -> tuple[str, bytes, list]:
     """``_open``, then the kind; a malformed body is reported before a wrong kind."""
     kind, text, views = _open(frames)
     if kind not in allowed:
@@ -282,20 +294,20 @@ def _tensor_list(entries, what: str) -> TensorList:
     return out
 
 
-def _check_frames(views: list[memoryview], entries: TensorList, lead: tuple[int, ...]) -> None:
-    """Frame count, then every frame's byte length, before anything is allocated."""
+def _check_frames(views: list, entries: TensorList, lead: tuple[int, ...]) -> None:
+    """Frame count, then every frame's byte length (``_open``'s views), before anything is allocated."""
     if len(views) < 1 + len(entries):
         raise WireError("missing_frames", f"{len(views)} frames, header announces {1 + len(entries)}")
     if len(views) > 1 + len(entries):
         raise WireError("too_many_frames", f"{len(views)} frames, header announces {1 + len(entries)}")
     for view, (name, dtype, shape) in zip(views[1:], entries):
         expected = math.prod(lead + shape) * dtype.itemsize
-        if view.nbytes != expected:
-            raise WireError("bad_length", f"{name}: {view.nbytes} bytes, expected {expected} "
+        if len(view) != expected:
+            raise WireError("bad_length", f"{name}: {len(view)} bytes, expected {expected} "
                                           f"({dtype} {list(lead + shape)})")
 
 
-def _copy_tensor(view: memoryview, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+def _copy_tensor(view, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
     """Exactly one copy: read-only frame bytes -> a fresh, writable tensor (never torch.frombuffer
     on the read-only frame: it warns and would alias memory zmq may reuse)."""
     array = np.frombuffer(view, dtype=_NUMPY.get(dtype, np.uint8))
@@ -399,8 +411,8 @@ _CACHED_HEADER_BYTES = 4096
 _cached_chunk_header = functools.lru_cache(maxsize=1024)(_parse_chunk_header)
 
 
-def _chunk_views(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int, admit):
-    """(header, {name: read-only numpy view [n, *shape] of its frame}) once the header, the
+def _chunk_views(text: bytes, views: list, spec: RecordSpec, max_records: int, admit):
+    """(header, {name: numpy view [n, *shape] of its frame}) once the header, the
     sender (``admit``), the frame lengths and bool bytes are checked; record values are not."""
     parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
     (seq,) = _SEQ.unpack_from(views[0], _PREFIX.size)  # _open checked that frame 0 holds it
@@ -414,11 +426,11 @@ def _chunk_views(text: bytes, views: list[memoryview], spec: RecordSpec, max_rec
     if admit is not None:
         admit(header)  # before any record frame is read
     try:
-        if len(views) != 1 + len(plan) or any(v.nbytes != p[3] for v, p in zip(views[1:], plan)):
+        if len(views) != 1 + len(plan) or any(len(v) != p[3] for v, p in zip(views[1:], plan)):
             _check_frames(views, entries, (n,))  # raises, naming the first wrong frame
         arrays = {}
         for v, (name, dtype, shape, _, is_bool) in zip(views[1:], plan):
-            array = np.ndarray(shape, dtype, v)  # a read-only view of the frame [n, *shape]
+            array = np.ndarray(shape, dtype, v)  # a view of the frame [n, *shape]: never written
             if is_bool and array.view(np.uint8).max(initial=0) > 1:  # not valid bools
                 raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
             arrays[name] = array
@@ -428,7 +440,7 @@ def _chunk_views(text: bytes, views: list[memoryview], spec: RecordSpec, max_rec
     return header, arrays
 
 
-def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: int, admit):
+def _chunk(text: bytes, views: list, spec: RecordSpec, max_records: int, admit):
     header, arrays = _chunk_views(text, views, spec, max_records, admit)
     try:
         fields = _spec_fields(spec)
@@ -449,7 +461,7 @@ def _chunk(text: bytes, views: list[memoryview], spec: RecordSpec, max_records: 
 def open_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
                admit=None) -> tuple[dict, dict[str, np.ndarray]]:
     """``decode_chunk`` without the copy and the record checks: ({"actor_id", "token", "n", "seq"},
-    {field: read-only numpy view [n, *shape] of its frame}) or WireError. Everything about the
+    {field: numpy view [n, *shape] of its frame, never to be written}) or WireError. Everything about the
     frames is checked (header, sender, lengths, bool bytes); the caller checks the values
     (``mouse.records.value_problems``, continuity) and copies the views once, into storage,
     before the frames are released. Fields come in the header's order."""
@@ -491,7 +503,7 @@ def encode_weights(version: int, state_dict: dict[str, torch.Tensor], *, incarna
     return [_header("weights", header), *frames]
 
 
-def _weights(body: dict, views: list[memoryview]) -> tuple[int, str, dict[str, torch.Tensor]]:
+def _weights(body: dict, views: list) -> tuple[int, str, dict[str, torch.Tensor]]:
     _check_keys(body, {"version", "incarnation", "tensors"}, "bad_header", "weights header")
     version, incarnation = body["version"], body["incarnation"]
     if not (_version(version) and _incarnation(incarnation)):
@@ -618,7 +630,7 @@ def encode_control(kind: str, body: dict) -> list[bytes]:
     return [_header(kind, _check_body(kind, body))]
 
 
-def _control(kind: str, body: dict, views: list[memoryview]) -> dict:
+def _control(kind: str, body: dict, views: list) -> dict:
     if len(views) > 1:
         raise WireError("too_many_frames", f"{kind} is one frame, got {len(views)}")
     return _check_body(kind, body)

@@ -94,8 +94,10 @@ def test_chunk_round_trip_over_zmq_without_warnings():
                                 copy=False)
             assert pull.poll(5000)
             for i, td in enumerate(chunks):
-                frames = pull.recv_multipart(copy=False)  # zmq.Frame, decoded via .buffer
+                frames = pull.recv_multipart(copy=False)  # zmq.Frame, read in place
                 header, out = wire.decode_chunk(frames, spec)
+                _, views = wire.open_chunk(frames, spec)  # numpy views of the frames
+                assert all(torch.equal(torch.from_numpy(views[k].copy()), td[k]) for k in views)
                 read_only = [memoryview(f.bytes) for f in frames]  # what a received frame may be
                 assert read_only[1].readonly
                 assert_same(wire.decode_chunk(read_only, spec)[1], td)
@@ -105,6 +107,12 @@ def test_chunk_round_trip_over_zmq_without_warnings():
             msg = wire.decode(pull.recv_multipart(copy=False), spec)
             assert msg.kind == "weights" and msg.body == {"version": 3, "incarnation": INC}
             assert torch.equal(msg.tensors["w"], torch.arange(6.0).reshape(2, 3))
+            for cut in (truncate(as_bytes(wire.encode_chunk(chunks[0], 0, TOKEN, 0)), 2),
+                        as_bytes(wire.encode_weights(3, {"w": torch.ones(2, 3)}, incarnation=INC))[:1] + [b"x"]):
+                push.send_multipart(cut)
+                with pytest.raises(WireError) as e:  # a frame's length, read from the zmq.Frame
+                    wire.decode(pull.recv_multipart(copy=False), spec)
+                assert e.value.reason == "bad_length"
     finally:
         push.close(0), pull.close(0), ctx.term()
 
