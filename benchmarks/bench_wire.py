@@ -16,8 +16,9 @@ timed from its first message:
 - thread: the real ``learner.ingest.IngestServer`` on the learner's sockets (the sender
   says hello first and ignores its credits): sessions, bookkeeping and one ack per actor and burst.
 
-Prints steps/s for each, the ratios to raw (goal >= 0.8), and where the time of one
-chunk goes. Never asserts a time.
+Prints steps/s for each, the ratios to raw (goal >= 0.8), the receiving thread's CPU time
+per chunk (the ingest thread's in thread mode: when it is busy all the time, it is the limit),
+and where the time of one chunk goes. Never asserts a time.
 """
 
 from __future__ import annotations
@@ -108,8 +109,9 @@ def store_burst(batch, rb) -> int:
     return rb.ingest_arrays([c.arrays for c, v in zip(received, verdicts) if v is None])
 
 
-def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> float:
-    """Steps/s over ``total`` chunks, timed from the first message received."""
+def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> tuple[float, float]:
+    """Steps/s over ``total`` chunks, timed from the first message received, and the receiving
+    thread's CPU microseconds per chunk meanwhile."""
     if mode == "thread":
         return receive_thread(total)
     ctx = zmq.Context()
@@ -120,7 +122,7 @@ def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> float:
     rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC) if mode != "raw" else None
     pull.recv_multipart(copy=copy)  # the sender is up; start the clock
     steps, received = 0, 0
-    start = time.perf_counter()
+    start, cpu0 = time.perf_counter(), time.thread_time()
     while received < total:
         frames = pull.recv_multipart(copy=copy)
         if mode == "raw":
@@ -134,15 +136,16 @@ def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> float:
             batch = drain(pull, frames, min(burst, total - received), copy)
             steps += store_burst(batch, rb)
             received += len(batch)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu_us = time.perf_counter() - start, (time.thread_time() - cpu0) / total * 1e6
     proc.join()
     pull.close(0)
     ctx.term()
-    return steps / elapsed
+    return steps / elapsed, cpu_us
 
 
-def receive_thread(total: int) -> float:
-    """The real ingest thread: steps/s from its first stored chunk to its last."""
+def receive_thread(total: int) -> tuple[float, float]:
+    """The real ingest thread: steps/s from its first stored chunk to its last, and that
+    thread's CPU microseconds per chunk meanwhile."""
     ctx = zmq.Context()
     address = f"tcp://127.0.0.1:{free_port_base()}"
     pull, router, pub = learner_sockets(ctx, address, records_max_bytes=wire.max_frame_bytes(SPEC, 4096))
@@ -153,12 +156,14 @@ def receive_thread(total: int) -> float:
     server.start()
     proc = mp.get_context("spawn").Process(target=sender, args=(address, None, total + 1))
     proc.start()
+    cpu_clock = time.pthread_getcpuclockid(server.ident)
     while server.chunks < 1:
         time.sleep(0.001)
-    start, steps0 = time.perf_counter(), server.steps
+    start, steps0, cpu0 = time.perf_counter(), server.steps, time.clock_gettime(cpu_clock)
     while server.chunks < total + 1 and server.error is None and not server.rejected:
         time.sleep(0.002)
     elapsed, steps = time.perf_counter() - start, server.steps - steps0
+    cpu_us = (time.clock_gettime(cpu_clock) - cpu0) / (server.chunks - 1) * 1e6
     server.stop()
     server.join()
     proc.join()
@@ -167,7 +172,7 @@ def receive_thread(total: int) -> float:
     for s in (pull, router, pub):
         s.close(0)
     ctx.term()
-    return steps / elapsed
+    return steps / elapsed, cpu_us
 
 
 def per_chunk_us(fn, n: int = 2000) -> float:
@@ -223,10 +228,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(1)
     chunks = make_chunks(64)
-    rates = {m: [] for m in args.modes}
+    rates, cpu = {m: [] for m in args.modes}, {m: [] for m in args.modes}
     for _ in range(args.rounds):
         for m in args.modes:
-            rates[m].append(receive(m, chunks, args.chunks, args.copy, args.burst))
+            rate, cpu_us = receive(m, chunks, args.chunks, args.copy, args.burst)
+            rates[m].append(rate)
+            cpu[m].append(cpu_us)
     med = {m: statistics.median(r) for m, r in rates.items()}
     print(f"records: obs float32[4], {STREAMS * STEPS} per chunk from {STREAMS} streams, "
           f"{sum(len(f) for f in chunks[0])} bytes in {len(chunks[0])} frames per chunk; "
@@ -236,6 +243,11 @@ def main() -> None:
         ratio = f"  ratio to raw {med[m] / med['raw']:6.3f}" if "raw" in med and m != "raw" else ""
         print(f"{m:11s}: {med[m]:12,.0f} steps/s{ratio}  (rounds: " + ", ".join(f"{x:,.0f}" for x in rates[m]) + ")")
     print("goal: ingest / raw >= 0.8")
+    print("receiving thread's CPU per chunk (the sender and both zmq I/O threads share the other core):")
+    for m in args.modes:
+        med_us = statistics.median(cpu[m])
+        print(f"  {m:11s}: {med_us:7.1f} us  (at 100% of a core: {STREAMS * STEPS / med_us * 1e6:12,.0f} "
+              f"steps/s; rounds: " + ", ".join(f"{x:.1f}" for x in cpu[m]) + ")")
     breakdown(chunks, args.burst)
 
 
