@@ -1,9 +1,9 @@
 """Learner-side ingest throughput against raw ZeroMQ, measured in the same run.
 
-    python benchmarks/bench_wire.py [--chunks 3000] [--rounds 3] [--copy] [--burst 64]
+    python benchmarks/bench_wire.py [--kind cartpole|image84] [--chunks 3000] [--rounds 3] [--copy] [--burst 64]
 
-A sender process PUSHes the same pre-encoded chunks (CartPole-sized records,
-obs float32[4], 256 records from 8 streams) over tcp loopback. Receivers, each
+A sender process PUSHes the same pre-encoded chunks (256 records from 8 streams; ``cartpole``:
+obs float32[4], 16 KB a chunk; ``image84``: obs uint8[84, 84, 1], 1.8 MB) over tcp loopback. Receivers, each
 timed from its first message:
 
 - raw: pyzmq only receives them (the baseline);
@@ -39,26 +39,34 @@ from mouse.records import RecordSpec, StreamRecorder, continuity_problems, recor
 from mouse.replay import ReplayConfig, make_replay_buffer
 from mouse.transport import endpoints, free_port_base, learner_sockets
 
-SPEC = RecordSpec("continuous", (4,), 2)
+KINDS = {"cartpole": RecordSpec("continuous", (4,), 2), "image84": RecordSpec("image", (84, 84, 1), 4)}
+CAPACITY = {"cartpole": 1_000_000, "image84": 50_000}  # replay records (image84: 355 MB)
 STREAMS, STEPS = 8, 32  # 256 records per chunk
 
 
-def make_chunks(count: int, seed: int = 0, token: str = "0" * wire.TOKEN_HEX) -> list[list[bytes]]:
+def make_chunks(count: int, seed: int = 0, token: str = "0" * wire.TOKEN_HEX,
+                kind: str = "cartpole") -> list[list[bytes]]:
     """Encoded chunks like an actor sends them: stream-major, episodes ending at random."""
-    g = torch.Generator().manual_seed(seed)
-    rec = StreamRecorder(SPEC, torch.arange(STREAMS))
-    last = rec.reset(torch.randn(STREAMS, 4, generator=g))
+    g, spec = torch.Generator().manual_seed(seed), KINDS[kind]
+
+    def obs():
+        if spec.obs_kind == "image":
+            return torch.randint(0, 256, (STREAMS, *spec.obs_shape), dtype=torch.uint8, generator=g)
+        return torch.randn(STREAMS, *spec.obs_shape, generator=g)
+
+    rec = StreamRecorder(spec, torch.arange(STREAMS))
+    last = rec.reset(obs())
     chunks = []
     for _ in range(count):
         steps = [last]
         for _ in range(STEPS - 1):
             term = torch.rand(STREAMS, generator=g) < 0.05
-            steps.append(rec.step(torch.randint(0, 2, (STREAMS,), generator=g),
-                                  torch.randn(STREAMS, 4, generator=g), torch.ones(STREAMS), term,
+            steps.append(rec.step(torch.randint(0, spec.num_actions, (STREAMS,), generator=g),
+                                  obs(), torch.ones(STREAMS), term,
                                   torch.zeros(STREAMS, dtype=torch.bool)))
         last = steps[-1]
         td = torch.stack(steps, dim=1).reshape(-1)  # [8, 32] -> [256], stream-major
-        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, token, 0, spec=SPEC)])
+        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, token, 0, spec=spec)])
     return chunks
 
 
@@ -68,7 +76,7 @@ def numbered(head: bytes, seq: int) -> bytes:
     return head[:8] + struct.pack("<Q", seq) + head[16:]
 
 
-def sender(address: str, chunks, total: int) -> None:
+def sender(address: str, chunks, total: int, kind: str) -> None:
     """PUSH ``total`` chunks; with ``chunks`` None, say hello on the control socket first and
     send chunks of the session it gets (credits are ignored: the learner's side is measured)."""
     ctx = zmq.Context()
@@ -78,7 +86,7 @@ def sender(address: str, chunks, total: int) -> None:
         dealer.send_multipart(wire.encode_control("hello", {"actor_id": -1, "token": "", "pid": 1,
                                                             "host": "bench", "version": -1}))
         _, welcome = wire.decode_control(dealer.recv_multipart())
-        chunks = make_chunks(64, token=welcome["token"])
+        chunks = make_chunks(64 if kind == "cartpole" else 8, token=welcome["token"], kind=kind)
         dealer.close(0)  # its acks go unread
     push = ctx.socket(zmq.PUSH)
     push.connect(endpoints(address).records)
@@ -100,26 +108,27 @@ def drain(pull: zmq.Socket, first, burst: int, copy: bool) -> list:
     return out
 
 
-def store_burst(batch, rb) -> int:
+def store_burst(batch, rb, spec: RecordSpec) -> int:
     received = []
     for frames in batch:
-        header, arrays = wire.open_chunk(frames, SPEC)
+        header, arrays = wire.open_chunk(frames, spec)
         received.append(Received(None, 0, header["n"], arrays))
-    verdicts = check_chunks(received, SPEC, STREAMS)
+    verdicts = check_chunks(received, spec, STREAMS)
     return rb.ingest_arrays([c.arrays for c, v in zip(received, verdicts) if v is None])
 
 
-def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> tuple[float, float]:
+def receive(mode: str, kind: str, chunks, total: int, copy: bool, burst: int) -> tuple[float, float]:
     """Steps/s over ``total`` chunks, timed from the first message received, and the receiving
     thread's CPU microseconds per chunk meanwhile."""
     if mode == "thread":
-        return receive_thread(total)
+        return receive_thread(kind, total)
+    spec = KINDS[kind]
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
-    proc = mp.get_context("spawn").Process(target=sender, args=(f"tcp://127.0.0.1:{port}", chunks, total + 1))
+    proc = mp.get_context("spawn").Process(target=sender, args=(f"tcp://127.0.0.1:{port}", chunks, total + 1, kind))
     proc.start()
-    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC) if mode != "raw" else None
+    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec) if mode != "raw" else None
     pull.recv_multipart(copy=copy)  # the sender is up; start the clock
     steps, received = 0, 0
     start, cpu0 = time.perf_counter(), time.thread_time()
@@ -129,12 +138,12 @@ def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> tuple[floa
             steps += STREAMS * STEPS
             received += 1
         elif mode == "one-by-one":
-            header, td = wire.decode_chunk(frames, SPEC)
+            header, td = wire.decode_chunk(frames, spec)
             steps += rb.ingest(td, checked=True)
             received += 1
         else:
             batch = drain(pull, frames, min(burst, total - received), copy)
-            steps += store_burst(batch, rb)
+            steps += store_burst(batch, rb, spec)
             received += len(batch)
     elapsed, cpu_us = time.perf_counter() - start, (time.thread_time() - cpu0) / total * 1e6
     proc.join()
@@ -143,18 +152,19 @@ def receive(mode: str, chunks, total: int, copy: bool, burst: int) -> tuple[floa
     return steps / elapsed, cpu_us
 
 
-def receive_thread(total: int) -> tuple[float, float]:
+def receive_thread(kind: str, total: int) -> tuple[float, float]:
     """The real ingest thread: steps/s from its first stored chunk to its last, and that
     thread's CPU microseconds per chunk meanwhile."""
     ctx = zmq.Context()
     address = f"tcp://127.0.0.1:{free_port_base()}"
-    pull, router, pub = learner_sockets(ctx, address, records_max_bytes=wire.max_frame_bytes(SPEC, 4096))
-    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC)
-    server = IngestServer(pull, router, SPEC, rb.ingest_arrays, current_version=lambda: 0,
+    spec = KINDS[kind]
+    pull, router, pub = learner_sockets(ctx, address, records_max_bytes=wire.max_frame_bytes(spec, 4096))
+    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec)
+    server = IngestServer(pull, router, spec, rb.ingest_arrays, current_version=lambda: 0,
                           current_weights=lambda: wire.encode_weights(0, {}, incarnation="0" * 16),
                           incarnation="0" * 16, config={}, num_envs=STREAMS, max_records=4096)
     server.start()
-    proc = mp.get_context("spawn").Process(target=sender, args=(address, None, total + 1))
+    proc = mp.get_context("spawn").Process(target=sender, args=(address, None, total + 1, kind))
     proc.start()
     cpu_clock = time.pthread_getcpuclockid(server.ident)
     while server.chunks < 1:
@@ -184,35 +194,35 @@ def per_chunk_us(fn, n: int = 2000) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def breakdown(chunks, burst: int) -> None:
+def breakdown(chunks, burst: int, kind: str) -> None:
     import mouse.wire as w
 
-    frames = chunks[0]
-    _, td = wire.decode_chunk(frames, SPEC)
-    rb = make_replay_buffer(ReplayConfig(capacity=1_000_000), SPEC)
-    total = per_chunk_us(lambda: wire.decode_chunk(frames, SPEC))
+    frames, spec = chunks[0], KINDS[kind]
+    _, td = wire.decode_chunk(frames, spec)
+    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec)
+    total = per_chunk_us(lambda: wire.decode_chunk(frames, spec))
     validate = w.validate_records
-    w.validate_records = lambda td, spec: td
+    w.validate_records = lambda td, _spec: td
     try:
-        decode_only = per_chunk_us(lambda: wire.decode_chunk(frames, SPEC))
+        decode_only = per_chunk_us(lambda: wire.decode_chunk(frames, spec))
     finally:
         w.validate_records = validate
     print("per chunk of 256 records (in memory, no socket):")
     print("  one-by-one (before bursts)")
     print(f"    decode_chunk total             {total:8.1f} us")
     print(f"      wire checks + copies + TD    {decode_only:8.1f} us")
-    print(f"      records.record_problems      {per_chunk_us(lambda: record_problems(td, SPEC)):8.1f} us")
+    print(f"      records.record_problems      {per_chunk_us(lambda: record_problems(td, spec)):8.1f} us")
     print(f"      records.continuity_problems  {per_chunk_us(lambda: continuity_problems(td)):8.1f} us")
     print(f"    replay ingest (checked)        {per_chunk_us(lambda: rb.ingest(td, checked=True)):8.1f} us")
     for k in sorted({1, burst}):
         batch = [chunks[i % len(chunks)] for i in range(k)]
-        opened = [Received(None, 0, STREAMS * STEPS, wire.open_chunk(f, SPEC)[1]) for f in batch]
+        opened = [Received(None, 0, STREAMS * STEPS, wire.open_chunk(f, spec)[1]) for f in batch]
         arrays = [c.arrays for c in opened]
         print(f"  bursts of {k} chunk(s), per chunk")
-        print(f"    wire.open_chunk                {per_chunk_us(lambda: wire.open_chunk(frames, SPEC)):8.1f} us")
-        print(f"    check_chunks                   {per_chunk_us(lambda: check_chunks(opened, SPEC, STREAMS), 2000 // k) / k:8.1f} us")
+        print(f"    wire.open_chunk                {per_chunk_us(lambda: wire.open_chunk(frames, spec)):8.1f} us")
+        print(f"    check_chunks                   {per_chunk_us(lambda: check_chunks(opened, spec, STREAMS), 2000 // k) / k:8.1f} us")
         print(f"    replay ingest_arrays           {per_chunk_us(lambda: rb.ingest_arrays(arrays), 2000 // k) / k:8.1f} us")
-        print(f"    whole burst (store_burst)      {per_chunk_us(lambda: store_burst(batch, rb), 2000 // k) / k:8.1f} us")
+        print(f"    whole burst (store_burst)      {per_chunk_us(lambda: store_burst(batch, rb, spec), 2000 // k) / k:8.1f} us")
 
 
 MODES = ("raw", "one-by-one", "burst", "thread")
@@ -220,6 +230,7 @@ MODES = ("raw", "one-by-one", "burst", "thread")
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kind", choices=list(KINDS), default="cartpole", help="records")
     p.add_argument("--chunks", type=int, default=3000, help="chunks received per measurement")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of every mode (median)")
     p.add_argument("--copy", action="store_true", help="recv_multipart(copy=True) in raw/one-by-one/burst")
@@ -227,28 +238,30 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = p.parse_args()
     torch.set_num_threads(1)
-    chunks = make_chunks(64)
+    chunks = make_chunks(64 if args.kind == "cartpole" else 8, kind=args.kind)
     rates, cpu = {m: [] for m in args.modes}, {m: [] for m in args.modes}
     for _ in range(args.rounds):
         for m in args.modes:
-            rate, cpu_us = receive(m, chunks, args.chunks, args.copy, args.burst)
+            rate, cpu_us = receive(m, args.kind, chunks, args.chunks, args.copy, args.burst)
             rates[m].append(rate)
             cpu[m].append(cpu_us)
     med = {m: statistics.median(r) for m, r in rates.items()}
-    print(f"records: obs float32[4], {STREAMS * STEPS} per chunk from {STREAMS} streams, "
-          f"{sum(len(f) for f in chunks[0])} bytes in {len(chunks[0])} frames per chunk; "
+    spec, nbytes = KINDS[args.kind], sum(len(f) for f in chunks[0])
+    print(f"records ({args.kind}): {spec.obs_key} {spec.obs_shape}, {STREAMS * STEPS} per chunk from {STREAMS} "
+          f"streams, {nbytes:,} bytes in {len(chunks[0])} frames per chunk; "
           f"recv copy={args.copy}; bursts of at most {args.burst} chunks; "
           f"median of {args.rounds} rounds x {args.chunks} chunks")
     for m in args.modes:
         ratio = f"  ratio to raw {med[m] / med['raw']:6.3f}" if "raw" in med and m != "raw" else ""
-        print(f"{m:11s}: {med[m]:12,.0f} steps/s{ratio}  (rounds: " + ", ".join(f"{x:,.0f}" for x in rates[m]) + ")")
+        print(f"{m:11s}: {med[m]:12,.0f} steps/s {med[m] / (STREAMS * STEPS) * nbytes / 1e6:8,.0f} MB/s{ratio}  "
+              "(rounds: " + ", ".join(f"{x:,.0f}" for x in rates[m]) + ")")
     print("goal: ingest / raw >= 0.8")
     print("receiving thread's CPU per chunk (the sender and both zmq I/O threads share the other core):")
     for m in args.modes:
         med_us = statistics.median(cpu[m])
         print(f"  {m:11s}: {med_us:7.1f} us  (at 100% of a core: {STREAMS * STEPS / med_us * 1e6:12,.0f} "
               f"steps/s; rounds: " + ", ".join(f"{x:.1f}" for x in cpu[m]) + ")")
-    breakdown(chunks, args.burst)
+    breakdown(chunks, args.burst, args.kind)
 
 
 if __name__ == "__main__":
