@@ -41,6 +41,7 @@ from mouse.transport import endpoints, free_port_base, learner_sockets
 
 KINDS = {"cartpole": RecordSpec("continuous", (4,), 2), "image84": RecordSpec("image", (84, 84, 1), 4)}
 CAPACITY = {"cartpole": 1_000_000, "image84": 50_000}  # replay records (image84: 355 MB)
+RING = {"cartpole": 64, "image84": 8}  # distinct chunks a sender cycles through (image84: 15 MB)
 STREAMS, STEPS = 8, 32  # 256 records per chunk
 
 
@@ -86,7 +87,7 @@ def sender(address: str, chunks, total: int, kind: str) -> None:
         dealer.send_multipart(wire.encode_control("hello", {"actor_id": -1, "token": "", "pid": 1,
                                                             "host": "bench", "version": -1}))
         _, welcome = wire.decode_control(dealer.recv_multipart())
-        chunks = make_chunks(64 if kind == "cartpole" else 8, token=welcome["token"], kind=kind)
+        chunks = make_chunks(RING[kind], token=welcome["token"], kind=kind)
         dealer.close(0)  # its acks go unread
     push = ctx.socket(zmq.PUSH)
     push.connect(endpoints(address).records)
@@ -238,7 +239,7 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     args = p.parse_args()
     torch.set_num_threads(1)
-    chunks = make_chunks(64 if args.kind == "cartpole" else 8, kind=args.kind)
+    chunks = make_chunks(RING[args.kind], kind=args.kind)
     rates, cpu = {m: [] for m in args.modes}, {m: [] for m in args.modes}
     for _ in range(args.rounds):
         for m in args.modes:
