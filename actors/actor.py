@@ -361,15 +361,13 @@ class Actor:
             self._heartbeat()
 
     def _flush(self) -> None:
-        chunk, episodes = self.stepper.take()
+        chunk, episodes = self.stepper.take()  # (an episode ends at a record: no chunk, no episodes)
         if chunk is not None:
             self._wait_for_credit()
-            frames = wire.encode_chunk(chunk, self.actor_id, self.token, self.sent)
+            # the episodes travel with their records: resent with them, taken once with them
+            frames = wire.encode_chunk(chunk, self.actor_id, self.token, self.sent, episodes=episodes)
             if self._send(frames):  # (the chunk's tensors are fresh: they stay as sent until taken)
                 self.unacked.append(_Unacked(self.sent, frames, self.clock()))
                 self.counters["chunks_sent"] += 1
-                self.sent += 1
-        if episodes:
-            body = {"actor_id": self.actor_id, "token": self.token, "episodes": episodes}
-            if self._send(wire.encode_control("episode", body)):
                 self.counters["episodes"] += len(episodes)
+                self.sent += 1

@@ -6,8 +6,9 @@ header, sender and frames checked, records left as numpy views of the frames), t
 the first of, in this order,
 
     bad_values       ``mouse.records.value_problems`` (NaN/inf, magnitudes, ranges, episode
-                     starts), then each stream's steps consecutive within the chunk
-    foreign_streams  a record of a stream outside the sender's own range
+                     starts), then each stream's steps consecutive within the chunk, then the
+                     episodes it ends (``mouse.records.episode_problems``)
+    foreign_streams  a record or an episode of a stream outside the sender's own range
 
 Every check is a reduction, so a burst where all chunks pass is found with one pass over
 the chunks' fields concatenated (a few dozen numpy calls whatever the number of chunks);
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mouse.records import RecordSpec, next_time, stream_continuity_problems, value_fields, value_problems
+from mouse.records import (RecordSpec, episode_problems, next_time, stream_continuity_problems, value_fields,
+                           value_problems)
 
 
 @dataclass(slots=True)
@@ -35,6 +37,7 @@ class Received:
     actor_id: int
     n: int
     arrays: dict[str, np.ndarray]  # {field: [n, ...]}, views of the frames (never written)
+    episodes: list[dict]  # the episodes its records end (wire: well formed)
 
 
 def own_streams(actor_id: int, num_envs: int) -> range:
@@ -59,6 +62,8 @@ def _all_pass(chunks: list[Received], spec: RecordSpec, num_envs: int) -> bool:
         base = np.repeat([c.actor_id * num_envs for c in chunks], [c.n for c in chunks])
     if value_problems(cat, spec):
         return False
+    if any(c.episodes and _episode_verdict(c, spec, num_envs) for c in chunks):
+        return False
     sid, time, done = cat["stream_id"], cat["time"], cat["done"]
     if ((sid - base).view(np.uint64) >= num_envs).any():  # negative differences wrap to huge
         return False
@@ -81,7 +86,21 @@ def _verdict(c: Received, spec: RecordSpec, num_envs: int) -> tuple[str, str] | 
     own = own_streams(c.actor_id, num_envs)
     if ((sid - own.start).view(np.uint64) >= num_envs).any():
         return "foreign_streams", f"actor {c.actor_id} sent records of streams outside {own}"
+    verdict = _episode_verdict(c, spec, num_envs)
+    if verdict is not None:
+        return verdict
     if (sid[1:] < sid[:-1]).any():  # a stream's records become consecutive storage rows
         order = np.argsort(sid, kind="stable")
         c.arrays = {k: v[order] for k, v in c.arrays.items()}
+    return None
+
+
+def _episode_verdict(c: Received, spec: RecordSpec, num_envs: int) -> tuple[str, str] | None:
+    """What is wrong with the episodes chunk ``c`` ends, if anything."""
+    problems = episode_problems(c.episodes, spec)
+    if problems:
+        return "bad_values", "; ".join(problems[:3])
+    own = own_streams(c.actor_id, num_envs)
+    if any(e["stream_id"] not in own for e in c.episodes):
+        return "foreign_streams", f"actor {c.actor_id} sent episodes of streams outside {own}"
     return None

@@ -1,6 +1,6 @@
 """The learner's ingest thread: ZeroMQ → decode/validate → replay, plus actor bookkeeping.
 
-It owns the learner's PULL (records, episode stats) and ROUTER (hello,
+It owns the learner's PULL (record chunks and the episodes they end) and ROUTER (hello,
 heartbeat, bye) sockets. Anything malformed is rejected with a counted reason
 (``wire/rejected/<reason>``) and never reaches the buffer; no input can stop
 the thread. Besides the wire's reasons (``mouse.wire``) it counts:
@@ -55,7 +55,7 @@ import numpy as np
 import zmq
 
 from mouse import wire
-from mouse.records import RecordSpec, episode_problems
+from mouse.records import RecordSpec
 
 from .chunks import Received, check_chunks, own_streams
 from .sessions import ActorState, Sessions
@@ -141,7 +141,7 @@ class IngestServer(threading.Thread):
         self.actors: dict[int, ActorState] = self.sessions.actors
         # heartbeats must not wait behind a records flood: records messages are drained in slices,
         # a control message at once (it blocks its own socket until it is gone)
-        self._records = BoundedReceiver(pull, 1 + len(spec.fields()))
+        self._records = BoundedReceiver(pull, 2 + len(spec.fields()))  # a chunk: header, fields, episodes
         self._control_in = BoundedReceiver(router, 2, drain_frames=None)  # the sender's identity + one frame
         self._stop_event = threading.Event()
         self.stop_actors = False  # when set, every heartbeat is answered with "stop"
@@ -237,7 +237,7 @@ class IngestServer(threading.Thread):
                 header, arrays = wire.open_chunk(frames, self.spec, max_records=self.max_records,
                                                  admit=self._admit)
                 return self._hold(header, arrays)
-            msg = wire.decode(frames, self.spec, max_records=self.max_records, admit=self._admit)
+            msg = wire.decode(frames)  # (the reason it is refused)
         except _Refused as e:
             return self._reject(e.reason, e.detail)
         except _Skipped:
@@ -248,16 +248,13 @@ class IngestServer(threading.Thread):
             if st is not None:  # a refused chunk is taken (never resent) and out of flight
                 self._take_refused(st, e.sender[2])
             return
-        if msg.kind == "episode":
-            self._episodes(msg.body)
-        else:
-            self._reject("bad_kind", f"{msg.kind} message on the records socket")
+        self._reject("bad_kind", f"{msg.kind} message on the records socket")
 
     def _hold(self, header: dict, arrays: dict) -> None:
         """Keep a chunk for this burst's storage write (sooner when the held bytes add up)."""
         st, n = self._admitted, header["n"]  # the session _admit found for this very header
         st.received += 1  # taken: stored or refused by the burst's checks
-        self._pending.append(Received(st, header["actor_id"], n, arrays))
+        self._pending.append(Received(st, header["actor_id"], n, arrays, header["episodes"]))
         self._pending_bytes += n * self._record_bytes  # (the wire checked every frame's length)
         if self._pending_bytes >= BATCH_BYTES:
             self._flush()
@@ -317,25 +314,12 @@ class IngestServer(threading.Thread):
                     self.streams_seen.update(np.unique(c.arrays["stream_id"]).tolist())
                 self.sessions.heard(st)
                 st.steps += c.n
+                st.episodes += len(c.episodes)
                 st.version = max(st.version, top)
                 st.owed += 1  # the chunk is out of flight either way: its credit comes back
                 self._earned[id(st)] = st
+                self.episodes.extend(c.episodes)
             self._heard_version(max(tops))
-
-    def _episodes(self, body: dict) -> None:
-        st = self.sessions.check(body["actor_id"], body["token"])
-        if st is None:
-            return self._reject("bad_token", f"episodes for actor {body['actor_id']} without its token")
-        own, episodes = own_streams(st.actor_id, self.num_envs), body["episodes"]
-        if any(e["stream_id"] not in own for e in episodes):
-            return self._reject("foreign_streams", f"actor {st.actor_id} sent episodes of streams "
-                                                   f"outside {own}")
-        problems = episode_problems(episodes, self.spec)
-        if problems:
-            return self._reject("bad_values", "; ".join(problems[:3]))
-        with self.lock:
-            self.sessions.heard(st)
-        self.episodes.extend(episodes)
 
     def _take_refused(self, st: ActorState, seq: int) -> None:
         """A known session's chunk the wire refused (so never held): taken and paid for when it

@@ -404,12 +404,13 @@ class Learner:
         ingest, rejected = self.ingest, self.rejected()
         with ingest.lock:
             actors = {str(a.actor_id): a.steps for a in ingest.actors.values()}
+            episodes = {str(a.actor_id): a.episodes for a in ingest.actors.values()}
             streams = sorted(ingest.streams_seen)
         status = {
             "state": state, "address": self.address, "env_steps": self.env_steps,
             "updates": self.loop.updates, "weights_version": self.version,
             "replay_size": len(self.replay), "actors_connected": ingest.connected(),
-            "actor_steps": actors, "streams_seen": streams, "rejected": rejected,
+            "actor_steps": actors, "actor_episodes": episodes, "streams_seen": streams, "rejected": rejected,
             "chunks_skipped": self.skipped(),
             "stop_reason": self.loop.stop_reason,
             "auth_rejected": None if self.guard is None else self.guard.rejected(),

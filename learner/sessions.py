@@ -45,6 +45,7 @@ class ActorState:
     used: bool = False  # a message carrying the token arrived (the host+pid match ends)
     ended: bool = False  # said bye
     steps: int = 0
+    episodes: int = 0  # the episodes its stored chunks ended
     version: int = -1  # highest policy version seen in its records
     granted: int = 0  # credits granted to the session so far (acks carry the total)
     owed: int = 0  # credits earned while throttled, paid when training catches up

@@ -14,19 +14,21 @@ and checks it once), the number changes with each.
 
 Frames 1..k are raw tensor bytes, C-contiguous, little-endian, one tensor per frame, in
 the order the header lists them. ``dtype`` is the torch dtype name without "torch."
-("float32", "int64", "uint8", "bool", ...; DTYPES); bool bytes are 0 or 1.
+("float32", "int64", "uint8", "bool", ...; DTYPES); bool bytes are 0 or 1. A chunk whose
+records end episodes has one frame more, the last: those episodes' statistics, a UTF-8 JSON
+list of {"stream_id", "return", "length", "policy_version"} (at most one per record). So
+they travel, are resent and are taken exactly as their records are: exactly once.
 
     code  kind       direction        frame 0 body                           frames 1..k (header order)
     1     chunk      actor->learner   seq, then {"actor_id", "token",        per field: [n, *shape],
-                                       "n": int, "fields": [[name, dtype,    n * itemsize * prod(shape) bytes
-                                       shape]]}
+                                       "n": int, "fields": [[name, dtype,    n * itemsize * prod(shape) bytes;
+                                       shape]]}                              then the episodes ended (if any)
     2     weights    learner->actors  {"version", "incarnation",             per tensor: [*shape],
                                        "tensors": [[name, dtype, shape]]}    itemsize * prod(shape) bytes
     3     hello      actor->learner   {"actor_id" (-1 = assign me one), "token" ("" = none yet), "pid",
                                        "host", "version": policy version it holds (-1 = none)}
     4     heartbeat  actor->learner   {"actor_id", "token", "counters": {name: number}} (HEARTBEAT_COUNTERS)
-    5     episode    actor->learner   {"actor_id", "token", "episodes": [{"stream_id", "return", "length",
-                                                                          "policy_version"}, ...]}
+    5     (wire 3's episode message: the episodes now end their chunk)
     6     bye        actor->learner   {"actor_id", "token"}
     7     stop       learner->actor   {"version", "incarnation", "reason", "refused": bool, "received"}
                                       (leave now, and why; refused: the answer to a hello it will not take)
@@ -56,8 +58,7 @@ A chunk's ``shape`` is the per-record shape (the record count n is in the header
 its field set must be exactly the receiver's ``RecordSpec.fields()``. Control messages
 (kinds 3-10) are frame 0 only; their bodies have exactly the keys above (CONTROL_SCHEMAS),
 with bounded values: a heartbeat's counters are a subset of HEARTBEAT_COUNTERS, numbers
-in [0, MAX_VERSION] (version from -1); strings are at most MAX_TEXT characters; an episode
-message holds at most MAX_EPISODES episodes.
+in [0, MAX_VERSION] (version from -1); strings are at most MAX_TEXT characters.
 
 Decoding validates everything before returning and raises nothing but ``WireError``,
 whose ``reason`` is one of REASONS (the learner counts ``wire/rejected/<reason>``):
@@ -75,7 +76,8 @@ whose ``reason`` is one of REASONS (the learner counts ``wire/rejected/<reason>`
     oversize         more than max_records records, or frame 0 over MAX_HEADER_BYTES
     bad_values       records break the contract (mouse.records: NaN/inf, magnitudes, done, streams,
                      versions, ...) or a bool byte is not 0/1
-    bad_body         a control body misses a key, has an extra one, or a value of the wrong type or range
+    bad_body         a control body misses a key, has an extra one, or a value of the wrong type or range;
+                     a chunk's episodes frame is not a list of such episodes, or has more than n
 
 A chunk decoder may be given ``admit(header)``, called with ``{"actor_id", "token", "n", "seq"}``
 once the header is known good and before any record frame is read: the learner checks the
@@ -106,7 +108,7 @@ if sys.byteorder != "little":  # frames are the tensors' native bytes
     raise ImportError("mouse.wire needs a little-endian host")
 
 MAGIC = b"MOUSE"
-WIRE_VERSION = 3
+WIRE_VERSION = 4
 TOKEN_HEX, INCARNATION_HEX = 32, 16  # session token: 128 random bits; learner incarnation: 64
 MAX_TEXT = 1024  # host names and reasons
 HEARTBEAT_COUNTERS = ("env_steps", "chunks_sent", "chunks_resent", "chunks_dropped", "send_blocked_s",
@@ -115,11 +117,10 @@ _PREFIX = struct.Struct("<5sHB")  # magic, version, kind code
 _SEQ = struct.Struct("<Q")  # a chunk's number in its session, first in its body
 MAX_HEADER_BYTES = 1 << 20
 DEFAULT_MAX_RECORDS = 65536
-MAX_EPISODES = DEFAULT_MAX_RECORDS  # an episode ends at a record: never more per message
 MAX_DIMS = 16
 MAX_SPAN = 1 << 48  # bound on prod(max(d, 1)) of a shape: torch's strides must not overflow
 
-KIND_CODES = {"chunk": 1, "weights": 2, "hello": 3, "heartbeat": 4, "episode": 5, "bye": 6, "stop": 7,
+KIND_CODES = {"chunk": 1, "weights": 2, "hello": 3, "heartbeat": 4, "bye": 6, "stop": 7,
               "welcome": 8, "ack": 9, "rejoin": 10}
 _KIND_BY_CODE = {code: kind for kind, code in KIND_CODES.items()}
 
@@ -337,9 +338,10 @@ def _plain_tensor(name: str, x) -> torch.Tensor:
 # --- chunks ---------------------------------------------------------------------------------
 
 def encode_chunk(td: TensorDict, actor_id: int, token: str, seq: int, *,
-                 spec: RecordSpec | None = None) -> list:
-    """Frames of chunk number ``seq`` (from 0) of session ``token``: [N] step records; with
-    ``spec``, validate them first (RecordError)."""
+                 spec: RecordSpec | None = None, episodes: list[dict] | None = None) -> list:
+    """Frames of chunk number ``seq`` (from 0) of session ``token``: [N] step records and the
+    ``episodes`` they end ({"stream_id", "return", "length", "policy_version"} each); with
+    ``spec``, validate the records first (RecordError)."""
     if spec is not None:
         validate_records(td, spec)
     if td.batch_dims != 1:
@@ -353,6 +355,11 @@ def encode_chunk(td: TensorDict, actor_id: int, token: str, seq: int, *,
         entries.append([name, _DTYPE_NAME[x.dtype], list(x.shape[1:])])
         frames.append(_raw(x))
     n = int(td.batch_size[0])
+    if episodes:
+        if not (_episodes(episodes) and len(episodes) <= n):
+            raise ValueError(f"episodes must be at most {n} (one per record) dicts of "
+                             f"{list(_EPISODE)} with ints >= 0 (versions >= -1) and finite returns")
+        frames.append(json.dumps(episodes, separators=(",", ":"), allow_nan=False).encode())
     body = {"actor_id": actor_id, "token": token, "n": n, "fields": entries}
     return [_header("chunk", body, _SEQ.pack(seq)), *frames]
 
@@ -411,9 +418,24 @@ _CACHED_HEADER_BYTES = 4096
 _cached_chunk_header = functools.lru_cache(maxsize=1024)(_parse_chunk_header)
 
 
+def _chunk_episodes(frame, n: int) -> list[dict]:
+    """A chunk's episodes frame: a JSON list of at most ``n`` well-formed episodes."""
+    try:
+        episodes = json.loads(str(frame, "utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as e:
+        raise WireError("bad_body", f"the chunk's episodes are not valid JSON: {e}") from None
+    if not _episodes(episodes):
+        raise WireError("bad_body", f"the chunk's episodes are not a list of {list(_EPISODE)} with ints "
+                                    ">= 0 (versions >= -1) and finite returns")
+    if len(episodes) > n:
+        raise WireError("bad_body", f"{len(episodes)} episodes end in a chunk of {n} records")
+    return episodes
+
+
 def _chunk_views(text: bytes, views: list, spec: RecordSpec, max_records: int, admit):
-    """(header, {name: numpy view [n, *shape] of its frame}) once the header, the
-    sender (``admit``), the frame lengths and bool bytes are checked; record values are not."""
+    """(header, {name: numpy view [n, *shape] of its frame}) once the header, the sender
+    (``admit``), the frame lengths, bool bytes and episodes are checked; record values are not.
+    The header holds the chunk's episodes ({"actor_id", "token", "n", "seq", "episodes"})."""
     parse = _cached_chunk_header if len(text) <= _CACHED_HEADER_BYTES else _parse_chunk_header
     (seq,) = _SEQ.unpack_from(views[0], _PREFIX.size)  # _open checked that frame 0 holds it
     try:
@@ -426,6 +448,9 @@ def _chunk_views(text: bytes, views: list, spec: RecordSpec, max_records: int, a
     if admit is not None:
         admit(header)  # before any record frame is read
     try:
+        ended = views[-1] if len(views) == 2 + len(plan) else None  # the episodes frame
+        if ended is not None:
+            views = views[:-1]
         if len(views) != 1 + len(plan) or any(len(v) != p[3] for v, p in zip(views[1:], plan)):
             _check_frames(views, entries, (n,))  # raises, naming the first wrong frame
         arrays = {}
@@ -434,6 +459,7 @@ def _chunk_views(text: bytes, views: list, spec: RecordSpec, max_records: int, a
             if is_bool and array.view(np.uint8).max(initial=0) > 1:  # not valid bools
                 raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
             arrays[name] = array
+        header["episodes"] = [] if ended is None else _chunk_episodes(ended, n)
     except WireError as e:
         e.sender = (actor_id, token, seq)  # the receiver may still return the sender's credit
         raise
@@ -460,7 +486,7 @@ def _chunk(text: bytes, views: list, spec: RecordSpec, max_records: int, admit):
 
 def open_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
                admit=None) -> tuple[dict, dict[str, np.ndarray]]:
-    """``decode_chunk`` without the copy and the record checks: ({"actor_id", "token", "n", "seq"},
+    """``decode_chunk`` without the copy and the record checks: ({"actor_id", "token", "n", "seq", "episodes"},
     {field: numpy view [n, *shape] of its frame, never to be written}) or WireError. Everything about the
     frames is checked (header, sender, lengths, bool bytes); the caller checks the values
     (``mouse.records.value_problems``, continuity) and copies the views once, into storage,
@@ -471,18 +497,20 @@ def open_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_M
 
 def decode_chunk(frames: Frames, spec: RecordSpec, *, max_records: int = DEFAULT_MAX_RECORDS,
                  admit=None) -> tuple[dict, TensorDict]:
-    """({"actor_id", "token", "n", "seq"}, validated TensorDict[n]) or WireError (``admit``: see above)."""
+    """({"actor_id", "token", "n", "seq", "episodes"}, validated TensorDict[n]) or WireError (``admit``:
+    see above). The episodes are well formed; whether they fit the spec is the caller's
+    (``mouse.records.episode_problems``)."""
     _, text, views = _open_kind(frames, ("chunk",), "decode_chunk")
     return _chunk(text, views, spec, max_records, admit)
 
 
-_EPISODE_JSON_BYTES = 160  # one episode's entry in an episode message, all numbers at their widest
+_EPISODE_JSON_BYTES = 160  # one episode's entry in a chunk's episodes frame, all numbers at their widest
 _HEADER_ALLOWANCE = 1 << 16  # frame 0 of a chunk: ids, token and the field list
 
 
 def max_frame_bytes(spec: RecordSpec, max_records: int) -> int:
-    """The largest frame a valid records message can have: a chunk's field frame, or an
-    episode message's body (an episode ends at a record: at most max_records of them)."""
+    """The largest frame a valid chunk can have: a field's frame, or its episodes frame (an
+    episode ends at a record: at most max_records of them)."""
     record = max(math.prod(fs.shape) * fs.dtype.itemsize for fs in _spec_fields(spec).values())
     return _HEADER_ALLOWANCE + max_records * max(record, _EPISODE_JSON_BYTES)
 
@@ -585,9 +613,9 @@ _episode_columns = operator.itemgetter(*_EPISODE)
 
 def _episodes(x) -> bool:
     """The ``_EPISODE`` checks, a column at a time in C-level loops (map, min, max): a chunk's
-    episode message holds dozens to hundreds of short episodes, and per-episode Python calls
+    episodes frame holds dozens to hundreds of short episodes, and per-episode Python calls
     cost more than encoding them."""
-    if not (isinstance(x, list) and len(x) <= MAX_EPISODES):
+    if not isinstance(x, list):
         return False
     if not (all(map(isinstance, x, itertools.repeat(dict)))
             and all(map(_EPISODE.keys().__eq__, map(dict.keys, x)))):
@@ -601,7 +629,6 @@ CONTROL_SCHEMAS = {
               "token": lambda x: x == "" or _token(x), "pid": _nonneg_int, "host": _text,
               "version": _policy_version},
     "heartbeat": {"actor_id": _nonneg_int, "token": _token, "counters": _counters},
-    "episode": {"actor_id": _nonneg_int, "token": _token, "episodes": _episodes},
     "bye": {"actor_id": _nonneg_int, "token": _token},
     "stop": {"version": _version, "incarnation": _incarnation, "reason": _text,
              "refused": lambda x: type(x) is bool, "received": _nonneg_int},

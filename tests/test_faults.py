@@ -74,8 +74,9 @@ def bad_messages(spec, token: str) -> list[tuple[str, str, list, str]]:
     ``token`` is the session token the learner gave BAD_ACTOR."""
     numbers = itertools.count()  # BAD_ACTOR's chunks, numbered in the order they are sent
 
-    def chunk(td, actor_id=BAD_ACTOR, tok=token, seq=None):  # no spec: no sender-side check
-        return [bytes(f) for f in wire.encode_chunk(td, actor_id, tok, next(numbers) if seq is None else seq)]
+    def chunk(td, actor_id=BAD_ACTOR, tok=token, seq=None, episodes=None):  # no spec: no sender-side check
+        return [bytes(f) for f in wire.encode_chunk(td, actor_id, tok, next(numbers) if seq is None else seq,
+                                                    episodes=episodes)]
 
     good = stream_records(spec, 16, BAD_STREAM)
     ok = chunk(good, seq=0)  # sent only where no sender is read from it (its number is not taken)
@@ -111,7 +112,7 @@ def bad_messages(spec, token: str) -> list[tuple[str, str, list, str]]:
         ("records", "obs one wider than the env's", chunk(wide), "bad_shape"),
         ("records", "last frame truncated", [*(c := chunk(good))[:-1], c[-1][:-3]], "bad_length"),
         ("records", "last frame missing", chunk(good)[:-1], "missing_frames"),
-        ("records", "one frame too many", [*ok, bytes(8)], "too_many_frames"),
+        ("records", "one frame too many", [*ok, b"[]", bytes(8)], "too_many_frames"),
         ("records", "100,000 empty frames", [b""] * 100_000, "too_many_frames"),
         ("records", f"{MAX_RECORDS + 1} records (more than a chunk holds)",
          chunk(stream_records(spec, MAX_RECORDS + 1, BAD_STREAM)), "oversize"),
@@ -121,23 +122,23 @@ def bad_messages(spec, token: str) -> list[tuple[str, str, list, str]]:
          wire.encode_control("hello", {"actor_id": BAD_ACTOR, "token": "", "pid": 1, "host": "intruder",
                                        "version": -1}), "bad_kind"),
         ("records", "weights on the records socket", weights, "bad_kind"),
-        ("records", "episode stats without a length",
-         _raw_control("episode", {"actor_id": BAD_ACTOR, "token": token, "episodes": [
-             {"stream_id": BAD_STREAM, "return": 1.0, "policy_version": 0}]}), "bad_body"),
-        ("records", "an episode return of 1e300",
-         wire.encode_control("episode", {"actor_id": BAD_ACTOR, "token": token,
-                                         "episodes": [{**episode, "return": 1e300}]}), "bad_values"),
-        ("records", "actor 0's episodes",
-         wire.encode_control("episode", {"actor_id": BAD_ACTOR, "token": token,
-                                         "episodes": [{**episode, "stream_id": 0}]}), "foreign_streams"),
+        ("records", "an episode without a length",
+         [*chunk(good), json.dumps([{"stream_id": BAD_STREAM, "return": 1.0, "policy_version": 0}]).encode()],
+         "bad_body"),
+        ("records", "an episode return of 1e300", chunk(good, episodes=[{**episode, "return": 1e300}]),
+         "bad_values"),
+        ("records", "actor 0's episodes", chunk(good, episodes=[{**episode, "stream_id": 0}]),
+         "foreign_streams"),
+        ("records", "wire 3's episode message (kind 5)", [_prefix(code=5) + json.dumps(
+            {"actor_id": BAD_ACTOR, "token": token, "episodes": [episode]}).encode()], "bad_kind"),
         ("control", "garbage bytes", garbage, "bad_magic"),
         ("control", "an ack", wire.encode_control("ack", {"version": 1, "incarnation": INCARNATION,
                                                           "credits": 100, "received": 0}), "bad_kind"),
         ("control", "a stop", wire.encode_control("stop", {"version": 1, "incarnation": INCARNATION,
                                                            "reason": "x", "refused": False, "received": 0}),
          "bad_kind"),
-        ("control", "episode stats", wire.encode_control("episode", {"actor_id": BAD_ACTOR, "token": token,
-                                                                     "episodes": []}), "bad_kind"),
+        ("control", "wire 3's episode message (kind 5)", [_prefix(code=5) + json.dumps(
+            {"actor_id": BAD_ACTOR, "token": token, "episodes": []}).encode()], "bad_kind"),
         ("control", "a chunk", ok, "too_many_frames"),
         ("control", "weights", weights, "too_many_frames"),
         ("control", "hello with an extra key",

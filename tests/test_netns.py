@@ -282,6 +282,11 @@ def test_nothing_lost_or_mixed_in_the_buffer(cluster):
     print(f"chunks the actors resent {resent}; skipped by the learner {c.learner_status()['chunks_skipped']}")
     # nothing lost: every step an actor made, plus one reset record per stream
     assert stored == {i: n + NUM_ENVS for i, n in made.items()}, (stored, made)
+    # and every episode an actor finished is counted once (they travel in their records' chunks)
+    episodes = c.learner_status()["actor_episodes"]
+    finished = {str(i): c.actor_status(i)["episodes"] for i in range(NUM_ACTORS)}
+    print(f"episodes counted by the learner {episodes}; finished by the actors {finished}")
+    assert episodes == finished and all(finished.values()), (episodes, finished)
 
     cfg = load_config(c.run_dir / "config.json")
     replay = make_replay_buffer(cfg.replay, describe_env(cfg.env).spec, seq_len=cfg.train.seq_len)

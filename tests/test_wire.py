@@ -72,7 +72,7 @@ def test_chunk_round_trip(kind, q_star, action_mask):
     spec = make_spec(kind, q_star, action_mask)
     td = make_records(spec)
     header, out = wire.decode_chunk(wire.encode_chunk(td, 5, TOKEN, 2**64 - 1, spec=spec), spec)
-    assert header == {"actor_id": 5, "token": TOKEN, "n": td.batch_size[0], "seq": 2**64 - 1}
+    assert header == {"actor_id": 5, "token": TOKEN, "n": td.batch_size[0], "seq": 2**64 - 1, "episodes": []}
     assert_same(out, td)
     if q_star:
         assert torch.all(out["q_star"][:, -1] == -math.inf)
@@ -146,8 +146,6 @@ CONTROL = {
     "hello": {"actor_id": -1, "token": "", "pid": 1234, "host": "node-1", "version": -1},
     "heartbeat": {"actor_id": 2, "token": TOKEN, "counters": {"env_steps": 100, "send_blocked_s": 0.25,
                                                               "version": -1}},
-    "episode": {"actor_id": 2, "token": TOKEN, "episodes": [{"stream_id": 4, "return": 21.0, "length": 21,
-                                                             "policy_version": 3}]},
     "bye": {"actor_id": 2, "token": TOKEN},
     "stop": {"version": 7, "incarnation": INC, "reason": "the learner is stopping", "refused": False,
              "received": 3},
@@ -167,7 +165,7 @@ def test_control_round_trip(kind):
     assert (msg.kind, msg.body, msg.records, msg.tensors) == (kind, CONTROL[kind], None, None)
 
 
-HEARTBEAT, EPISODE = CONTROL["heartbeat"], CONTROL["episode"]["episodes"][0]
+HEARTBEAT = CONTROL["heartbeat"]
 BAD_BODIES = [
     ("hello", {k: v for k, v in CONTROL["hello"].items() if k != "host"}),
     ("hello", {**CONTROL["hello"], "actor_id": -2}),
@@ -185,21 +183,6 @@ BAD_BODIES = [
     ("heartbeat", {**HEARTBEAT, "extra": 0}),
     ("heartbeat", {k: v for k, v in HEARTBEAT.items() if k != "token"}),
     ("heartbeat", {**HEARTBEAT, "token": TOKEN.upper()}),
-    ("episode", {**CONTROL["episode"], "episodes": [{"stream_id": 4, "return": 1.0, "length": 2}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [{**EPISODE, "length": -1}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [{**EPISODE, "policy_version": 2**62}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * (wire.MAX_EPISODES + 1)}),
-    ("episode", {**CONTROL["episode"], "episodes": {"stream_id": 4}}),
-    # episodes are checked a column at a time: one bad value among good ones, in each column
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "stream_id": True}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "stream_id": -1}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "return": math.inf}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "return": "21"}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [{**EPISODE, "return": 3}, {**EPISODE, "return": math.nan}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "length": 2.0}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "policy_version": -2}]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [[4, 21.0, 21, 3]]}),
-    ("episode", {**CONTROL["episode"], "episodes": [EPISODE] * 50 + [{**EPISODE, "extra": 1}]}),
     ("bye", {"actor_id": -1, "token": TOKEN}),
     ("bye", {"actor_id": 1}),
     ("bye", []),
@@ -225,8 +208,8 @@ def test_control_rejects_bad_bodies(kind, body):
                   + json.dumps(body).encode()]
         with pytest.raises(WireError) as e:
             wire.decode_control(frames)
-        # NaN is not even JSON for us; 65537 episodes do not fit in frame 0's bound
-        assert e.value.reason in ("bad_body", "bad_header", "oversize")
+        # NaN is not even JSON for us
+        assert e.value.reason in ("bad_body", "bad_header")
 
 
 def test_control_kind_and_frame_errors():
@@ -342,7 +325,7 @@ MALFORMED = {
     "bad_length/padded": lambda f: f[:2] + [f[2] + b"\0"] + f[3:],
     "missing_frames": lambda f: f[:-1],
     "missing_frames/header_only": lambda f: f[:1],
-    "too_many_frames": lambda f: f + [b""],
+    "too_many_frames": lambda f: f + [b"[]", b""],  # (one more frame: its episodes)
     "oversize/header": lambda f: [f[0] + b" " * wire.MAX_HEADER_BYTES, *f[1:]],
     "bad_values/nan_reward": lambda f: corrupt(reward=lambda x: x.__setitem__(5, math.nan)),
     "bad_values/inf_reward": lambda f: corrupt(xformed_reward=lambda x: x.__setitem__(5, math.inf)),
@@ -393,7 +376,7 @@ def test_repeated_headers_decode_like_new_ones():
     header, a = wire.decode_chunk(frames, SPEC)
     header["n"] = 0  # the caller's header dict is its own
     header, b = wire.decode_chunk(frames, SPEC)
-    assert header == {"actor_id": 1, "token": TOKEN, "n": 18, "seq": SEQ}
+    assert header == {"actor_id": 1, "token": TOKEN, "n": 18, "seq": SEQ, "episodes": []}
     a["reward"].add_(1.0)  # and so is every decoded tensor
     assert not torch.equal(a["reward"], b["reward"])
     with pytest.raises(WireError) as e:
@@ -423,7 +406,7 @@ def test_weights_rejections():
         "bad_header/version_over_2**53": with_header(good, {**h, "version": 2**53 + 1}, code=2),
         "bad_header/no_incarnation": with_header(good, {k: v for k, v in h.items() if k != "incarnation"}, code=2),
         "bad_length": truncate(good, 2, 4),
-        "too_many_frames": good + [b"x"],
+        "too_many_frames": good + [b"[]", b"x"],
         "missing_frames": good[:2],
         "bad_shape": with_header(good, {**h, "tensors": [["a", "float32", [2, 3.0]], h["tensors"][1]]},
                                  code=2),
@@ -592,14 +575,66 @@ def test_max_frame_bytes_holds_every_valid_records_frame():
     frames = as_bytes(wire.encode_chunk(td, 0, TOKEN, 2**64 - 1, spec=spec))
     assert max(map(len, frames)) <= limit
     episodes = [{"stream_id": 2**53, "return": -1.2345678901234567e300, "length": 2**53,
-                 "policy_version": 2**53}] * 18  # the widest numbers there are
-    assert len(wire.encode_control("episode", {"actor_id": 2**53, "token": TOKEN, "episodes": episodes})[0]) \
-        <= limit
+                 "policy_version": 2**53}] * 18  # the widest numbers there are, one per record
+    assert len(wire.encode_chunk(td, 0, TOKEN, 0, episodes=episodes)[-1]) <= limit
     assert limit < 2 * wire.max_frame_bytes(spec, 9)  # proportional to the records, not a constant
 
 
-def test_episode_returns_may_be_ints_or_floats():
-    """Int returns (any size: the learner bounds them by max_abs_reward * length) pass beside floats."""
-    episodes = [{**EPISODE, "return": 3}, {**EPISODE, "return": 2.5}, {**EPISODE, "return": -10**30}]
-    body = {**CONTROL["episode"], "episodes": episodes}
-    assert wire.decode_control(wire.encode_control("episode", body)) == ("episode", body)
+# --- the episodes a chunk ends -------------------------------------------------------------
+
+EPISODE = {"stream_id": 4, "return": 21.0, "length": 21, "policy_version": 3}
+
+
+def test_a_chunk_carries_the_episodes_its_records_end():
+    spec = make_spec()
+    td = make_records(spec)  # 18 records
+    plain = wire.encode_chunk(td, 5, TOKEN, 3, spec=spec)
+    # int returns (any size: the learner bounds them by max_abs_reward * length) pass beside floats
+    episodes = [EPISODE, {**EPISODE, "stream_id": 5, "return": 3}, {**EPISODE, "return": -10**30}]
+    ended = wire.encode_chunk(td, 5, TOKEN, 3, spec=spec, episodes=episodes)
+    assert len(ended) == len(plain) + 1  # one frame more, the last
+    for frames, want in ((plain, []), (ended, episodes)):
+        header, out = wire.decode_chunk(as_bytes(frames), spec)
+        assert header["episodes"] == want
+        assert_same(out, td)
+        assert wire.open_chunk(as_bytes(frames), spec)[0]["episodes"] == want
+    assert len(wire.encode_chunk(td, 5, TOKEN, 3, episodes=[])) == len(plain)
+
+
+BAD_EPISODES = {
+    "a key missing": [{"stream_id": 4, "return": 1.0, "length": 2}],
+    "length -1": [{**EPISODE, "length": -1}],
+    "version 2**62": [{**EPISODE, "policy_version": 2**62}],
+    "not a list": {"stream_id": 4},
+    "more than one per record": [EPISODE] * 19,
+    # episodes are checked a column at a time: one bad value among good ones, in each column
+    "stream_id true": [EPISODE] * 5 + [{**EPISODE, "stream_id": True}],
+    "stream_id -1": [EPISODE] * 5 + [{**EPISODE, "stream_id": -1}],
+    "return inf": [EPISODE] * 5 + [{**EPISODE, "return": math.inf}],
+    "return a string": [EPISODE] * 5 + [{**EPISODE, "return": "21"}],
+    "return NaN": [{**EPISODE, "return": 3}, {**EPISODE, "return": math.nan}],
+    "length a float": [EPISODE] * 5 + [{**EPISODE, "length": 2.0}],
+    "version -2": [EPISODE] * 5 + [{**EPISODE, "policy_version": -2}],
+    "a list, not a dict": [EPISODE] * 5 + [[4, 21.0, 21, 3]],
+    "an extra key": [EPISODE] * 5 + [{**EPISODE, "extra": 1}],
+}
+
+
+@pytest.mark.parametrize("what", list(BAD_EPISODES))
+def test_bad_episodes_are_refused_by_sender_and_receiver_naming_the_sender(what):
+    spec = make_spec()
+    td = make_records(spec)  # 18 records
+    episodes = BAD_EPISODES[what]
+    with pytest.raises(ValueError):  # the sender refuses to encode them...
+        wire.encode_chunk(td, 5, TOKEN, 3, episodes=episodes)
+    frames = as_bytes(wire.encode_chunk(td, 5, TOKEN, 3)) + [json.dumps(episodes).encode()]
+    for decode in (wire.decode_chunk, wire.open_chunk):  # ...and so does the receiver
+        with pytest.raises(WireError) as e:
+            decode(frames, spec)
+        assert (e.value.reason, e.value.sender) == ("bad_body", (5, TOKEN, 3)), e.value
+    with pytest.raises(WireError, match="bad_body"):
+        wire.open_chunk(as_bytes(wire.encode_chunk(td, 5, TOKEN, 3)) + [b"[not json"], spec)
+    with pytest.raises(WireError, match="too_many_frames"):  # one episodes frame at most
+        wire.open_chunk(as_bytes(wire.encode_chunk(td, 5, TOKEN, 3, episodes=[EPISODE])) + [b"[]"], spec)
+
+

@@ -76,6 +76,7 @@ class FakeLearner:
         self.lose = 0  # the next this many chunks are lost on the way (as a reset connection loses them)
         self.chunks: list[tuple[dict, object]] = []
         self.taken: list[object] = []  # the records of the chunks taken
+        self.episodes: list[dict] = []  # the episodes of the chunks taken
         self.hellos, self.heartbeats = [], []
         self.silent = False  # receive everything, answer nothing
         self.refuse: str | None = None  # answer hellos with a refusal
@@ -96,6 +97,7 @@ class FakeLearner:
                     if msg.body["token"] == self.token and msg.body["seq"] == self.received:
                         self.received += 1
                         self.taken.append(msg.records)
+                        self.episodes += msg.body["episodes"]
                         self.granted += 1  # stored: its credit comes back (with the next word, if silent)
                         if not self.silent:
                             self.ack()
@@ -247,6 +249,11 @@ def test_lost_chunks_are_sent_again_and_a_clean_stop_waits_until_all_are_taken(p
     assert continuity_problems(records) == []
     assert len(records) == a.actor.stepper.env_steps + NUM_ENVS  # every step, plus the reset records
     assert a.actor.counters["chunks_dropped"] == 0
+    # every episode finished, once: one per record that ends one, with that stream's id and length
+    ended = records["done"] != 0
+    assert len(learner.episodes) == a.actor.counters["episodes"] == int(ended.sum()) > 0
+    assert sorted((e["stream_id"], e["length"]) for e in learner.episodes) == sorted(
+        zip(records["stream_id"][ended].tolist(), records["time"][ended].tolist()))
 
 
 # --- 3. a learner that restarts ---------------------------------------------------------------

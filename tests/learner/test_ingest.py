@@ -82,9 +82,10 @@ class Streams:
 
 
 def valid_chunk(actor_id: int, token: str, streams: Streams | None = None, steps: int = STEPS_PER_CHUNK,
-                seq: int = 0):
+                seq: int = 0, episodes: list[dict] | None = None):
     td = (streams or Streams(streams_of(actor_id))).chunk(steps)
-    return wire.encode_chunk(td, actor_id, token, seq, spec=SPEC)  # spec: checked valid before it leaves
+    # spec: checked valid before it leaves
+    return wire.encode_chunk(td, actor_id, token, seq, spec=SPEC, episodes=episodes)
 
 
 def nan_reward_chunk(actor_id: int, token: str, seq: int = 0) -> list:
@@ -491,10 +492,11 @@ def test_records_of_other_streams_are_foreign_even_with_the_right_token(rig):
     a.expect_nothing()
     assert rig.rejected() == {"foreign_streams": 2}
     assert (rig.server.steps, rig.server.streams_seen) == (0, set())
-    episodes = [{"stream_id": 2, "return": 1.0, "length": 1, "policy_version": 0}]
-    a.push.send_multipart(wire.encode_control("episode", {"actor_id": 0, "token": a.token, "episodes": episodes}))
-    wait_until(lambda: rig.rejected() == {"foreign_streams": 3}, what="foreign episodes")
-    assert rig.server.take_episodes() == []
+    episodes = [{"stream_id": 2, "return": 1.0, "length": 1, "policy_version": 0}]  # actor 1's stream
+    a.push.send_multipart(valid_chunk(0, a.token, seq=2, episodes=episodes))  # its own records
+    a.expect_credits(CREDITS + 3)
+    assert rig.rejected() == {"foreign_streams": 3}
+    assert (rig.server.steps, rig.server.take_episodes()) == (0, [])
 
 
 def test_a_hello_naming_a_live_actor_is_refused_and_takes_nothing(rig):
@@ -663,18 +665,18 @@ def test_episode_stats_are_collected_and_bounded(rig):
     assert a.join() == 0
     episodes = [{"stream_id": 0, "return": 21.5, "length": 21, "policy_version": 3},
                 {"stream_id": 1, "return": -1.0, "length": 4, "policy_version": -1}]
-    body = {"actor_id": 0, "token": a.token, "episodes": episodes}
-    a.push.send_multipart(wire.encode_control("episode", body))
-    got = []
-    wait_until(lambda: got.extend(rig.server.take_episodes()) or len(got) >= len(episodes),
-               what="episode stats")
-    assert got == episodes
+    a.push.send_multipart(valid_chunk(0, a.token, seq=0, episodes=episodes))  # they end with its records
+    assert a.expect_control() == ack(CREDITS + 1)  # one chunk, one credit
+    assert rig.server.take_episodes() == episodes
     assert rig.server.take_episodes() == []  # taken once
-    a.expect_nothing()  # stats earn no credit
-    assert rig.rejected() == {}
+    a.push.send_multipart(valid_chunk(0, a.token, seq=0, episodes=episodes))  # resent: a duplicate
+    a.push.send_multipart(valid_chunk(0, a.token, seq=1))
+    assert a.expect_control() == ack(CREDITS + 2)
+    assert rig.server.take_episodes() == []  # the resent chunk's episodes are not counted again
+    assert (rig.rejected(), dict(rig.server.skipped)) == ({}, {"duplicate": 1})
     absurd = [{**episodes[0], "return": 1e300}]  # more than max_abs_reward per step
-    a.push.send_multipart(wire.encode_control("episode", {**body, "episodes": absurd}))
-    a.push.send_multipart(wire.encode_control("episode", {**body, "token": "0" * wire.TOKEN_HEX}))
+    a.push.send_multipart(valid_chunk(0, a.token, seq=2, episodes=absurd))
+    a.push.send_multipart(valid_chunk(0, "0" * wire.TOKEN_HEX, seq=3, episodes=episodes))
     wait_until(lambda: rig.rejected() == {"bad_values": 1, "bad_token": 1}, what="two rejections")
     assert rig.server.take_episodes() == []
 
@@ -698,7 +700,7 @@ def test_garbage_on_both_sockets_is_counted_and_ingest_goes_on(rig):
     a.push.send_multipart(wire.encode_control("hello", {"actor_id": -1, "token": "", "pid": 1, "host": "x",
                                                         "version": -1}))           # bad_kind
     a.push.send_multipart([bytes(f) for f in good[:-1]])                          # missing_frames (actor 0)
-    a.push.send_multipart([*map(bytes, good), b"extra"])                          # too_many_frames (actor 0)
+    a.push.send_multipart([*map(bytes, good), b"[]", b"extra"])                   # too_many_frames (actor 0)
     # control socket
     a.dealer.send_multipart([b""])                                                 # bad_magic
     a.dealer.send_multipart([_prefix(v, 4) + b"{not json"])                        # bad_header
