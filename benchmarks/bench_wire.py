@@ -113,7 +113,7 @@ def store_burst(batch, rb, spec: RecordSpec) -> int:
     received = []
     for frames in batch:
         header, arrays = wire.open_chunk(frames, spec)
-        received.append(Received(None, 0, header["n"], arrays))
+        received.append(Received(None, 0, header["n"], arrays, header["episodes"]))
     verdicts = check_chunks(received, spec, STREAMS)
     return rb.ingest_arrays([c.arrays for c, v in zip(received, verdicts) if v is None])
 
@@ -217,7 +217,7 @@ def breakdown(chunks, burst: int, kind: str) -> None:
     print(f"    replay ingest (checked)        {per_chunk_us(lambda: rb.ingest(td, checked=True)):8.1f} us")
     for k in sorted({1, burst}):
         batch = [chunks[i % len(chunks)] for i in range(k)]
-        opened = [Received(None, 0, STREAMS * STEPS, wire.open_chunk(f, spec)[1]) for f in batch]
+        opened = [Received(None, 0, STREAMS * STEPS, wire.open_chunk(f, spec)[1], []) for f in batch]
         arrays = [c.arrays for c in opened]
         print(f"  bursts of {k} chunk(s), per chunk")
         print(f"    wire.open_chunk                {per_chunk_us(lambda: wire.open_chunk(frames, spec)):8.1f} us")

@@ -16,7 +16,7 @@ import torch
 
 from learner.chunks import Received, check_chunks, own_streams
 from mouse import wire
-from mouse.records import RecordSpec, StreamRecorder
+from mouse.records import RecordSpec, StreamRecorder, episode_problems
 from mouse.replay import ReplayConfig, make_replay_buffer
 
 SPEC = dataclasses.replace(RecordSpec("continuous", (3,), 2), max_abs_obs=1e3, max_abs_reward=10.0)
@@ -47,7 +47,8 @@ class Streams:
 
 
 def burst():
-    """(actor_id, frames) of two actors' interleaved chunks, some of them bad."""
+    """(actor_id, frames) of two actors' interleaved chunks, some of them bad (their records or
+    the episodes they end)."""
     a, b = Streams([0, 1], seed=1), Streams([2, 3], seed=2)
     out = []
     for i in range(12):
@@ -62,7 +63,13 @@ def burst():
             td["time"] = torch.arange(len(td))
             td["done"].zero_()
             td["action"][0] = td["reward"][0] = 0
-        out.append((actor, wire.encode_chunk(td, actor, TOKEN, i // 2)))  # each actor numbers its own
+        episodes = [{"stream_id": 2 * actor, "return": 1.5, "length": 3, "policy_version": 3}] if i % 3 else []
+        if i == 2:
+            episodes = [{**episodes[0], "stream_id": 3}]  # actor 1's stream: foreign for actor 0
+        if i == 10:
+            episodes = [{**episodes[0], "return": 1e6}]  # more than max_abs_reward per step: bad_values
+        # each actor numbers its own chunks
+        out.append((actor, wire.encode_chunk(td, actor, TOKEN, i // 2, episodes=episodes)))
     return out
 
 
@@ -71,13 +78,19 @@ def one_by_one(chunks, replay):
     verdicts = []
     for actor, frames in chunks:
         try:
-            _, td = wire.decode_chunk(frames, SPEC)
+            header, td = wire.decode_chunk(frames, SPEC)
         except wire.WireError as e:
             verdicts.append((e.reason, e.detail))
             continue
-        own = own_streams(actor, NUM_ENVS)
+        own, episodes = own_streams(actor, NUM_ENVS), header["episodes"]
         if not all(s in own for s in td["stream_id"].tolist()):
             verdicts.append(("foreign_streams", f"actor {actor} sent records of streams outside {own}"))
+            continue
+        if episode_problems(episodes, SPEC):
+            verdicts.append(("bad_values", "; ".join(episode_problems(episodes, SPEC))))
+            continue
+        if not all(e["stream_id"] in own for e in episodes):
+            verdicts.append(("foreign_streams", f"actor {actor} sent episodes of streams outside {own}"))
             continue
         replay.ingest(td, checked=True)
         verdicts.append(None)
@@ -88,7 +101,7 @@ def together(chunks, replay):
     received = []
     for actor, frames in chunks:
         header, arrays = wire.open_chunk(frames, SPEC)
-        received.append(Received(None, actor, header["n"], arrays))
+        received.append(Received(None, actor, header["n"], arrays, header["episodes"]))
     verdicts = check_chunks(received, SPEC, NUM_ENVS)
     replay.ingest_arrays([c.arrays for c, v in zip(received, verdicts) if v is None])
     return verdicts
@@ -100,8 +113,9 @@ def test_a_burst_is_stored_exactly_as_its_chunks_one_by_one(capacity):
     ref = make_replay_buffer(ReplayConfig(capacity=capacity), SPEC, seq_len=3)
     new = make_replay_buffer(ReplayConfig(capacity=capacity), SPEC, seq_len=3)
     verdicts = one_by_one(chunks, ref)
-    assert [v and v[0] for v in verdicts] == [None] * 4 + ["bad_values"] + [None] * 3 + \
-        ["foreign_streams"] + [None] * 3  # the premise: two bad chunks, one ungrouped good one
+    assert [v and v[0] for v in verdicts] == [None] * 2 + ["foreign_streams", None, "bad_values"] + \
+        [None] * 3 + ["foreign_streams", None, "bad_values", None]  # the premise: four bad chunks (two
+    #                                    for their episodes), one ungrouped good one
     assert together(chunks, new) == verdicts  # reasons and details
     assert len(new) == len(ref)
     s_new, s_ref = new.sampler.state_dict(), ref.sampler.state_dict()  # the window index, whole
