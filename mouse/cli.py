@@ -152,9 +152,9 @@ def _run(argv: list[str], prog: str):
             inproc: Run the actors as threads of this process over inproc:// sockets (debugging, tests).
             config: A JSON config file (e.g. a run's config.json) that sets the other flags' defaults.
         """
-        from mouse.env_ids import check_env_id
+        from mouse.env_ids import check_env
 
-        check_env_id(cfg.env.env_id)  # a misspelt id is refused before torch is imported
+        check_env(cfg.env)  # a misspelt id or bad env_kwargs is refused before torch is imported
         from mouse.launch import run_inproc, run_local
 
         return run_inproc(cfg) if inproc else run_local(cfg)
@@ -175,9 +175,9 @@ def _learner(argv: list[str], prog: str):
         Args:
             config: A JSON config file (e.g. a run's config.json) that sets the other flags' defaults.
         """
-        from mouse.env_ids import check_env_id
+        from mouse.env_ids import check_env
 
-        check_env_id(cfg.env.env_id)  # a misspelt id is refused before torch is imported
+        check_env(cfg.env)  # a misspelt id or bad env_kwargs is refused before torch is imported
         from learner.main import main as learner_main
 
         return learner_main(cfg)

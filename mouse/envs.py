@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import torch
 
-from mouse import atari, env_ids
+from mouse import env_ids
 from mouse.config import EnvConfig
 from mouse.envpool_vector import EnvPoolVector
 from mouse.records import RecordSpec, record_spec_for_env
@@ -34,29 +34,12 @@ class EnvInfo:
     q_star_table: torch.Tensor | None  # [spec.num_obs_states, A] when the env has a transition table
 
 
-def _make_args(cfg: EnvConfig) -> tuple[dict, list]:
-    """(gymnasium.make kwargs, wrappers innermost first) of the env ``cfg`` names."""
-    env_ids.register(cfg.env_id)
-    if cfg.atari_preset_applies:
-        return atari.preset_kwargs(cfg), atari.preset_wrappers(cfg)
-    return cfg.kwargs(), []
-
-
-def _env_error(cfg: EnvConfig, e: Exception) -> ValueError:
-    """One line naming the field at fault: the id, or the keyword arguments the env refused."""
-    if isinstance(e, gym.error.Error) or not cfg.kwargs():
-        return ValueError(f"env.env_id: cannot make env {cfg.env_id!r}: {e}")
-    # an env's constructor rejects unknown or bad keywords with TypeError, KeyError, ValueError...
-    return ValueError(f"env.env_kwargs: {cfg.env_id!r} does not accept {cfg.env_kwargs}: "
-                      f"{type(e).__name__}: {e}")
-
-
 def make_env(cfg: EnvConfig, **extra) -> gym.Env:
-    kwargs, wrappers = _make_args(cfg)
+    kwargs, wrappers = env_ids.make_args(cfg)
     try:
         env = gym.make(cfg.env_id, **kwargs, **extra)
     except Exception as e:  # the env's own code: any error is a bad id or bad kwargs
-        raise _env_error(cfg, e) from None
+        raise env_ids.env_error(cfg, e) from None
     for wrap in wrappers:
         env = wrap(env)
     return env
@@ -74,7 +57,7 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None, wrappers=(),
     n = cfg.num_envs if num_envs is None else num_envs
     if cfg.vector == "envpool" and not wrappers and not extra:
         return EnvPoolVector(cfg.env_id, n)
-    kwargs, preset = _make_args(cfg)
+    kwargs, preset = env_ids.make_args(cfg)
     try:
         return gym.make_vec(
             cfg.env_id,
@@ -86,7 +69,7 @@ def make_vector_env(cfg: EnvConfig, num_envs: int | None = None, wrappers=(),
             **extra,
         )
     except Exception as e:
-        raise _env_error(cfg, e) from None
+        raise env_ids.env_error(cfg, e) from None
 
 
 def reward_threshold(cfg: EnvConfig) -> float | None:

@@ -85,14 +85,17 @@ def test_help_imports_neither_torch_nor_zmq_nor_gymnasium():
     assert out.strip().splitlines()[-1] == "[]", out[-2000:]
 
 
-def test_a_misspelt_env_id_is_refused_before_torch_is_imported():
-    """`mouse run` and `mouse learner` check the id with gymnasium alone (a second, not the
-    learner's imports); the mouse/ and ALE ids are registered for that check."""
+def test_a_misspelt_env_id_or_bad_env_kwargs_are_refused_before_torch_is_imported():
+    """`mouse run` and `mouse learner` check the id (and make the env when it is given
+    keyword arguments) with gymnasium alone: a second, not the learner's imports; the mouse/
+    and ALE ids are registered for that check."""
     code = ("import sys\nfrom mouse.cli import main\n"
             "for cmd in (['run'], ['learner']):\n"
             "    for env_id in ('NoSuchEnv-v0', 'ALE/Pongg-v5'):\n"
             "        try:\n            main([*cmd, '--env.env-id', env_id])\n"
             "        except SystemExit as e:\n            print(e.code)\n"
+            "    try:\n        main([*cmd, '--env.env-id', 'FrozenLake-v1', '--env.env-kwargs', '{\"map\": 1}'])\n"
+            "    except SystemExit as e:\n        print(e.code[:65])\n"
             "from mouse.env_ids import check_env_id\n"
             "check_env_id('mouse/CueRecall-v0'); check_env_id('ALE/Pong-v5'); check_env_id('PongNoFrameskip-v4')\n"
             "print(sorted(m for m in ('torch', 'tensordict', 'zmq') if m in sys.modules))")
@@ -101,7 +104,8 @@ def test_a_misspelt_env_id_is_refused_before_torch_is_imported():
     assert out[-1] == "[]", out
     assert out[:-1] == 2 * ["error: env.env_id: cannot make env 'NoSuchEnv-v0': Environment `NoSuchEnv` doesn't exist.",
                             "error: env.env_id: cannot make env 'ALE/Pongg-v5': Environment `Pongg` doesn't exist "
-                            "in namespace ALE. Did you mean: `Pong`?"], out
+                            "in namespace ALE. Did you mean: `Pong`?",
+                            """error: env.env_kwargs: 'FrozenLake-v1' does not accept {"map": 1}"""], out
 
 
 @pytest.mark.parametrize("argv, names", [
