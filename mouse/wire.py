@@ -232,12 +232,17 @@ def _open(frames: Frames) -> tuple[str, bytes, list]:
     return kind, text, [head] + [_flat(f, i) for i, f in enumerate(frames[1:], start=1)]
 
 
+def _loads(text, reason: str, what: str):
+    """The JSON value of a frame's UTF-8 ``text`` (no NaN/Infinity, finite floats), or WireError."""
+    try:
+        return json.loads(str(text, "utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as e:
+        raise WireError(reason, f"{what} is not valid JSON: {e}") from None
+
+
 def _parse(kind: str, text: bytes) -> dict:
     """The JSON object of frame 0's body."""
-    try:
-        body = json.loads(str(text, "utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as e:
-        raise WireError("bad_header", f"{kind} body is not valid JSON: {e}") from None
+    body = _loads(text, "bad_header", f"{kind} body")
     if not isinstance(body, dict):
         raise WireError("bad_header", f"{kind} body is a JSON {type(body).__name__}, not an object")
     return body
@@ -355,11 +360,8 @@ def encode_chunk(td: TensorDict, actor_id: int, token: str, seq: int, *,
         entries.append([name, _DTYPE_NAME[x.dtype], list(x.shape[1:])])
         frames.append(_raw(x))
     n = int(td.batch_size[0])
-    if episodes:
-        if not (_episodes(episodes) and len(episodes) <= n):
-            raise ValueError(f"episodes must be at most {n} (one per record) dicts of "
-                             f"{list(_EPISODE)} with ints >= 0 (versions >= -1) and finite returns")
-        frames.append(json.dumps(episodes, separators=(",", ":"), allow_nan=False).encode())
+    if episodes:  # (WireError is a ValueError)
+        frames.append(json.dumps(_checked_episodes(episodes, n), separators=(",", ":"), allow_nan=False).encode())
     body = {"actor_id": actor_id, "token": token, "n": n, "fields": entries}
     return [_header("chunk", body, _SEQ.pack(seq)), *frames]
 
@@ -418,12 +420,9 @@ _CACHED_HEADER_BYTES = 4096
 _cached_chunk_header = functools.lru_cache(maxsize=1024)(_parse_chunk_header)
 
 
-def _chunk_episodes(frame, n: int) -> list[dict]:
-    """A chunk's episodes frame: a JSON list of at most ``n`` well-formed episodes."""
-    try:
-        episodes = json.loads(str(frame, "utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as e:
-        raise WireError("bad_body", f"the chunk's episodes are not valid JSON: {e}") from None
+def _checked_episodes(episodes, n: int) -> list[dict]:
+    """``episodes`` if they are a list of at most ``n`` (one per record) well-formed episodes,
+    else WireError (bad_body): what a chunk of ``n`` records may carry."""
     if not _episodes(episodes):
         raise WireError("bad_body", f"the chunk's episodes are not a list of {list(_EPISODE)} with ints "
                                     ">= 0 (versions >= -1) and finite returns")
@@ -459,7 +458,8 @@ def _chunk_views(text: bytes, views: list, spec: RecordSpec, max_records: int, a
             if is_bool and array.view(np.uint8).max(initial=0) > 1:  # not valid bools
                 raise WireError("bad_values", f"{name}: bool bytes must be 0 or 1")
             arrays[name] = array
-        header["episodes"] = [] if ended is None else _chunk_episodes(ended, n)
+        header["episodes"] = [] if ended is None else _checked_episodes(
+            _loads(ended, "bad_body", "the chunk's episodes frame"), n)
     except WireError as e:
         e.sender = (actor_id, token, seq)  # the receiver may still return the sender's credit
         raise
