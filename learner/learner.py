@@ -449,6 +449,7 @@ class Learner:
         return summary
 
     def _finish(self) -> dict:
+        self._log()  # the last interval: its losses, rates and episodes are not lost with a short run
         self._stop_actors()
         self.publish()
         self.save()  # first, so a kill during the final evaluation still leaves a checkpoint (and replay)
