@@ -1,13 +1,14 @@
 """The most any ingest that stores records can reach, against raw pyzmq, in the same run.
 
-    python benchmarks/bench_ingest_ceiling.py [--kinds cartpole image84] [--messages 600] [--rounds 3]
+    python benchmarks/bench_ingest_ceiling.py [--kinds cartpole image84] [--seconds 1.5] [--rounds 5]
 
 Raw pyzmq only receives (``recv_multipart(copy=False)``); an ingest must also copy each
 record frame into replay storage at least once. This receives the same chunk messages
 (one per actor step of ``bench_scale``'s kinds, from a sender process over TCP loopback)
-both ways and prints the ratio: the ceiling of the issue's "ingest / raw" goals on this
-machine. Where it is below a goal, that goal needs a receive that lands in storage
-without the copy, not a faster ingest.
+both ways, in alternating rounds, and prints the ratio by wall clock and by the receiving
+thread's CPU time (steadier where other processes share the cores): the ceiling of the
+issue's "ingest / raw" goals on this machine. Where it is below a goal, that goal needs a
+receive that lands in storage without the copy, not a faster ingest.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ WARMUP = 10
 SLOTS = 64  # storage rows per frame: a ring, like the replay's
 
 
-def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> float:
-    """MB/s received (and, with ``copy_into_storage``, copied once into preallocated rows)."""
+def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> tuple[float, float]:
+    """(MB/s, receiving thread's CPU us per chunk) receiving ``messages`` chunks (and, with
+    ``copy_into_storage``, copying each once into preallocated rows)."""
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
@@ -39,19 +41,24 @@ def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> floa
     proc = mp.get_context("spawn").Process(target=sender, args=(f"tcp://127.0.0.1:{port}", [frames],
                                                                  messages + WARMUP))
     proc.start()
-    for _ in range(WARMUP):
-        pull.recv_multipart(copy=False)
-    start = time.perf_counter()
+    pull.setsockopt(zmq.RCVTIMEO, 30_000)  # a sender that died fails the benchmark, not hangs it
+    try:
+        for _ in range(WARMUP):
+            pull.recv_multipart(copy=False)
+    except zmq.Again:
+        proc.join(1)
+        raise SystemExit(f"no chunk in 30 s: the sender process ended with exit code {proc.exitcode}")
+    start, cpu = time.perf_counter(), time.thread_time()
     for i in range(messages):
         msg = pull.recv_multipart(copy=False)
         if copy_into_storage:
             for rows, frame in zip(storage, msg[1:]):
                 rows[i % SLOTS] = np.frombuffer(frame.buffer, np.uint8)
-    elapsed = time.perf_counter() - start
+    elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
     proc.join()
     pull.close(0)
     ctx.term()
-    return messages * sum(map(len, frames)) / elapsed / 1e6
+    return messages * sum(map(len, frames)) / elapsed / 1e6, cpu / messages * 1e6
 
 
 def chunk_frames(kind: str) -> list[bytes]:
@@ -61,24 +68,36 @@ def chunk_frames(kind: str) -> list[bytes]:
     return [bytes(f) for f in wire.encode_chunk(chunk, 0, "0" * wire.TOKEN_HEX, 0)]
 
 
+def listed(values: list[float]) -> str:
+    return f"(rounds: {', '.join(f'{v:.2f}' for v in values)})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kinds", nargs="+", default=list(KINDS), choices=list(KINDS))
-    p.add_argument("--messages", type=int, default=600, help="chunks received per measurement")
-    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of both modes (median)")
+    p.add_argument("--seconds", type=float, default=1.5,
+                   help="about how long each measurement receives (sized from a first, short one)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of both modes (median)")
     args = p.parse_args()
     for kind in args.kinds:
         frames = chunk_frames(kind)
+        mb = sum(map(len, frames)) / 1e6
+        probe, _ = receive(frames, 200, False)
+        messages = max(200, round(args.seconds * probe / mb))
         raw, copied = [], []
         for _ in range(args.rounds):
-            raw.append(receive(frames, args.messages, False))
-            copied.append(receive(frames, args.messages, True))
-        ratios = [c / r for r, c in zip(raw, copied)]
-        print(f"{kind}: chunk of 256 records, {sum(map(len, frames)) / 1e6:.3f} MB")
-        print(f"  raw pyzmq                       {statistics.median(raw):8.0f} MB/s  "
-              f"(rounds: {', '.join(f'{x:.0f}' for x in raw)})")
-        print(f"  raw + one copy into storage     {statistics.median(copied):8.0f} MB/s  "
-              f"ratio to raw {statistics.median(ratios):.2f}  (rounds: {', '.join(f'{x:.2f}' for x in ratios)})")
+            raw.append(receive(frames, messages, False))
+            copied.append(receive(frames, messages, True))
+        wall = [c[0] / r[0] for r, c in zip(raw, copied)]
+        cpu = [r[1] / c[1] for r, c in zip(raw, copied)]
+        print(f"{kind}: chunk of 256 records, {mb:.3f} MB; {messages} chunks per measurement, "
+              f"median of {args.rounds} alternating rounds")
+        print(f"  raw pyzmq                    {statistics.median(r[0] for r in raw):8.0f} MB/s "
+              f"{statistics.median(r[1] for r in raw):8.1f} us CPU/chunk")
+        print(f"  raw + one copy into storage  {statistics.median(c[0] for c in copied):8.0f} MB/s "
+              f"{statistics.median(c[1] for c in copied):8.1f} us CPU/chunk")
+        print(f"  ratio to raw: wall {statistics.median(wall):.2f} {listed(wall)}, "
+              f"CPU {statistics.median(cpu):.2f} {listed(cpu)}")
     print("the ratio is the ceiling of any ingest that stores the records (goal in issue 10: 0.8)")
 
 

@@ -77,9 +77,9 @@ def numbered(head: bytes, seq: int) -> bytes:
     return head[:8] + struct.pack("<Q", seq) + head[16:]
 
 
-def sender(address: str, chunks, total: int, kind: str) -> None:
+def sender(address: str, chunks, total: int, kind: str = "cartpole") -> None:
     """PUSH ``total`` chunks; with ``chunks`` None, say hello on the control socket first and
-    send chunks of the session it gets (credits are ignored: the learner's side is measured)."""
+    send ``kind`` chunks of the session it gets (credits are ignored: the learner's side is measured)."""
     ctx = zmq.Context()
     if chunks is None:
         dealer = ctx.socket(zmq.DEALER)
