@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import math
 import threading
 import time
 
@@ -160,7 +159,7 @@ class IngestServer(threading.Thread):
         self.listened_at = time.monotonic()  # the loop's last poll: messages up to then are handled
         self._pending: list[Received] = []  # chunks of this burst, stored together (_flush)
         self._pending_bytes = 0
-        self._record_bytes = sum(math.prod(f.shape) * f.dtype.itemsize for f in spec.fields().values())
+        self._record_bytes = spec.record_nbytes()
         self._admitted: ActorState | None = None  # the session of the chunk being opened (_admit)
         self._earned: dict[int, ActorState] = {}  # sessions whose chunks earned credits this burst
 

@@ -38,6 +38,7 @@ from .evaluation import BackgroundEval, acting_heads, binary_goal_reward, evalua
 from .ingest import IngestServer
 from .monitor import ActorWatch, Monitor, Rates
 from .publish import WeightsPublisher
+from .room import check_replay_room
 from .wandb_run import ActorRates
 from .schedule import Counters, Hooks, LoopTimes, TrainLoop
 
@@ -53,6 +54,7 @@ def check_config(cfg: RunConfig, info) -> None:
             "set those weights to 0 or pick such an env")
     if cfg.actor.policy == "sp" and t.sp.weight <= 0:
         log.warning("actor.policy=sp but train.sp.weight=0: actors will sample from an untrained head")
+    check_replay_room(cfg.replay, info.spec)  # before it is built: too large is refused, not OOM-killed later
 
 
 def wire_spec(cfg: RunConfig, info):

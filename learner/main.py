@@ -21,7 +21,7 @@ from mouse.keys import learner_keys
 from mouse.transport import free_port_base
 
 from . import address as address_file
-from .learner import Learner, check_config
+from .learner import Learner
 from .monitor import say
 from .resume import record_start, refuse_changes, saved_config
 
@@ -131,9 +131,8 @@ def main(cfg: RunConfig, on_ready=None, address: str | None = None, on_learner=N
     if saved is not None:
         refuse_changes(run_dir, saved, cfg)  # before anything is written
     info = describe_env(cfg.env)  # env errors before anything is written too
-    check_config(cfg, info)
     cfg = with_solved_return(cfg)
-    # model, replay, checkpoint: still nothing written (a finished run is refused here)
+    # config checks, model, replay, checkpoint: still nothing written (a finished run is refused here)
     learner = Learner(cfg, run_dir, info)
     created = prepare_run_dir(run_dir)
     reachable = None

@@ -89,6 +89,10 @@ class RecordSpec:
             f["action_mask"] = FieldSpec(torch.bool, (self.num_actions,))
         return f
 
+    def record_nbytes(self) -> int:
+        """Bytes of one record, all its fields (what the replay stores per step)."""
+        return sum(math.prod(f.shape) * f.dtype.itemsize for f in self.fields().values())
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 

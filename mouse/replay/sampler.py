@@ -95,6 +95,8 @@ def _put(column: np.ndarray, start: int, values: np.ndarray) -> None:
 class StreamWindowSampler(SamplerHooks):
     """Samples windows of ``seq_len`` consecutive records of one stream, uniformly."""
 
+    SLOT_BYTES = 5  # the index per storage slot: valid (bool) and next (int32), see reset
+
     def __init__(self, storage, seq_len: int):
         if seq_len < 1:
             raise ValueError(f"seq_len must be >= 1, got {seq_len}")
