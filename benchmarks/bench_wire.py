@@ -1,6 +1,6 @@
 """Learner-side ingest throughput against raw ZeroMQ, measured in the same run.
 
-    python benchmarks/bench_wire.py [--kind cartpole|image84] [--chunks 3000] [--rounds 3] [--copy] [--burst 64]
+    python benchmarks/bench_wire.py [--kind cartpole|image84] [--chunks 3000] [--rounds 3] [--copy] [--burst 64] [--cold]
 
 A sender process PUSHes the same pre-encoded chunks (256 records from 8 streams; ``cartpole``:
 obs float32[4], 16 KB a chunk; ``image84``: obs uint8[84, 84, 1], 1.8 MB) over tcp loopback. Receivers, each
@@ -15,6 +15,10 @@ timed from its first message:
   ``StreamReplay.ingest_arrays`` (one copy from the frames into the storage);
 - thread: the real ``learner.ingest.IngestServer`` on the learner's sockets (the sender
   says hello first and ignores its credits): sessions, bookkeeping and one ack per actor and burst.
+
+The replay is filled once around its ring before timing (``--cold``: a new, empty one), as
+in a learner that has run a while: the first lap over the storage also pays the kernel's
+first touch of its pages, for image records several times the copy itself.
 
 Prints steps/s for each, the ratios to raw (goal >= 0.8), the receiving thread's CPU time
 per chunk (the ingest thread's in thread mode: when it is busy all the time, it is the limit),
@@ -77,6 +81,20 @@ def numbered(head: bytes, seq: int) -> bytes:
     return head[:8] + struct.pack("<Q", seq) + head[16:]
 
 
+def replay(kind: str, cold: bool = False):
+    """The replay the receivers store into; unless ``cold``, filled once around its ring first, as
+    in a learner that has run a while (the first lap also pays the kernel's first touch of each
+    storage page: for image records several times the copy itself)."""
+    spec = KINDS[kind]
+    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec)
+    if not cold:
+        arrays = [wire.open_chunk(f, spec)[1] for f in make_chunks(RING[kind], seed=1, kind=kind)]
+        written = 0
+        while written < CAPACITY[kind]:
+            written += rb.ingest_arrays(arrays)
+    return rb
+
+
 def sender(address: str, chunks, total: int, kind: str = "cartpole") -> None:
     """PUSH ``total`` chunks; with ``chunks`` None, say hello on the control socket first and
     send ``kind`` chunks of the session it gets (credits are ignored: the learner's side is measured)."""
@@ -118,18 +136,19 @@ def store_burst(batch, rb, spec: RecordSpec) -> int:
     return rb.ingest_arrays([c.arrays for c, v in zip(received, verdicts) if v is None])
 
 
-def receive(mode: str, kind: str, chunks, total: int, copy: bool, burst: int) -> tuple[float, float]:
+def receive(mode: str, kind: str, chunks, total: int, copy: bool, burst: int,
+            cold: bool) -> tuple[float, float]:
     """Steps/s over ``total`` chunks, timed from the first message received, and the receiving
     thread's CPU microseconds per chunk meanwhile."""
     if mode == "thread":
-        return receive_thread(kind, total)
+        return receive_thread(kind, total, cold)
     spec = KINDS[kind]
     ctx = zmq.Context()
     pull = ctx.socket(zmq.PULL)
     port = pull.bind_to_random_port("tcp://127.0.0.1")
+    rb = replay(kind, cold) if mode != "raw" else None  # before the sender starts filling the queue
     proc = mp.get_context("spawn").Process(target=sender, args=(f"tcp://127.0.0.1:{port}", chunks, total + 1, kind))
     proc.start()
-    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec) if mode != "raw" else None
     pull.recv_multipart(copy=copy)  # the sender is up; start the clock
     steps, received = 0, 0
     start, cpu0 = time.perf_counter(), time.thread_time()
@@ -153,14 +172,14 @@ def receive(mode: str, kind: str, chunks, total: int, copy: bool, burst: int) ->
     return steps / elapsed, cpu_us
 
 
-def receive_thread(kind: str, total: int) -> tuple[float, float]:
+def receive_thread(kind: str, total: int, cold: bool) -> tuple[float, float]:
     """The real ingest thread: steps/s from its first stored chunk to its last, and that
     thread's CPU microseconds per chunk meanwhile."""
     ctx = zmq.Context()
     address = f"tcp://127.0.0.1:{free_port_base()}"
     spec = KINDS[kind]
     pull, router, pub = learner_sockets(ctx, address, records_max_bytes=wire.max_frame_bytes(spec, 4096))
-    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec)
+    rb = replay(kind, cold)
     server = IngestServer(pull, router, spec, rb.ingest_arrays, current_version=lambda: 0,
                           current_weights=lambda: wire.encode_weights(0, {}, incarnation="0" * 16),
                           incarnation="0" * 16, config={}, num_envs=STREAMS, max_records=4096)
@@ -200,7 +219,7 @@ def breakdown(chunks, burst: int, kind: str) -> None:
 
     frames, spec = chunks[0], KINDS[kind]
     _, td = wire.decode_chunk(frames, spec)
-    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec)
+    rb = replay(kind)
     total = per_chunk_us(lambda: wire.decode_chunk(frames, spec))
     validate = w.validate_records
     w.validate_records = lambda td, _spec: td
@@ -237,13 +256,15 @@ def main() -> None:
     p.add_argument("--copy", action="store_true", help="recv_multipart(copy=True) in raw/one-by-one/burst")
     p.add_argument("--burst", type=int, default=64, help="burst: chunks drained per storage write at most")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--cold", action="store_true",
+                   help="store into a new, empty replay (its first lap) rather than one filled once")
     args = p.parse_args()
     torch.set_num_threads(1)
     chunks = make_chunks(RING[args.kind], kind=args.kind)
     rates, cpu = {m: [] for m in args.modes}, {m: [] for m in args.modes}
     for _ in range(args.rounds):
         for m in args.modes:
-            rate, cpu_us = receive(m, args.kind, chunks, args.chunks, args.copy, args.burst)
+            rate, cpu_us = receive(m, args.kind, chunks, args.chunks, args.copy, args.burst, args.cold)
             rates[m].append(rate)
             cpu[m].append(cpu_us)
     med = {m: statistics.median(r) for m, r in rates.items()}
@@ -251,6 +272,7 @@ def main() -> None:
     print(f"records ({args.kind}): {spec.obs_key} {spec.obs_shape}, {STREAMS * STEPS} per chunk from {STREAMS} "
           f"streams, {nbytes:,} bytes in {len(chunks[0])} frames per chunk; "
           f"recv copy={args.copy}; bursts of at most {args.burst} chunks; "
+          f"{'a new, empty replay' if args.cold else 'a replay filled once'}; "
           f"median of {args.rounds} rounds x {args.chunks} chunks")
     for m in args.modes:
         ratio = f"  ratio to raw {med[m] / med['raw']:6.3f}" if "raw" in med and m != "raw" else ""
