@@ -281,8 +281,9 @@ def main() -> None:
     print("goal: ingest / raw >= 0.8")
     print("receiving thread's CPU per chunk (the sender and both zmq I/O threads share the other core):")
     for m in args.modes:
-        med_us = statistics.median(cpu[m])
-        print(f"  {m:11s}: {med_us:7.1f} us  (at 100% of a core: {STREAMS * STEPS / med_us * 1e6:12,.0f} "
+        med_us = statistics.median(cpu[m])  # 0 when a short run was all taken before the clock read
+        full = f"{STREAMS * STEPS / med_us * 1e6:12,.0f}" if med_us > 0 else f"{'n/a':>12}"
+        print(f"  {m:11s}: {med_us:7.1f} us  (at 100% of a core: {full} "
               f"steps/s; rounds: " + ", ".join(f"{x:.1f}" for x in cpu[m]) + ")")
     breakdown(chunks, args.burst, args.kind)
 
