@@ -6,15 +6,15 @@ limit (Slurm, Kubernetes and containers set it through the cgroup), would run fo
 then be killed by the kernel once the ring fills, and again on every resume. The learner
 refuses such a capacity at start instead, in one line that says how much fits, and warns
 when the replay would take most of the room (the model, batches and evaluation need some).
-With ``replay.storage=memmap`` the records go to files, so the disk under the scratch
-directory must hold them, and only the index stays in memory.
+With ``replay.storage=memmap`` and a ``replay.scratch_dir`` the records go to files there,
+so that disk must hold them and only the index stays in memory; without a scratch directory
+tensordict puts the files in /dev/shm, which is memory.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from pathlib import Path
 
 from mouse.records import RecordSpec
@@ -42,51 +42,82 @@ def meminfo_available(path: str = "/proc/meminfo") -> int | None:
     return None
 
 
-def cgroup_limit(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
-    """The smallest memory limit on this process's cgroup and its parents (v2 ``memory.max``,
-    v1 ``memory.limit_in_bytes``); None when there is none."""
+# (limit, usage, the usage's reclaimable page cache: a line of memory.stat) per cgroup version
+CGROUP_FILES = {2: ("memory.max", "memory.current", "inactive_file"),
+                1: ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")}
+
+
+def _number(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _stat(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def cgroup_room(proc_cgroup: str = "/proc/self/cgroup", root: str = "/sys/fs/cgroup") -> int | None:
+    """Bytes left under the tightest memory limit on this process's cgroup and its parents
+    (v2 ``memory.max``, v1 ``memory.limit_in_bytes``): the limit less what the cgroup uses,
+    reclaimable page cache aside (the working set the kernel enforces it on); None when
+    there is no limit."""
     try:
         lines = Path(proc_cgroup).read_text().splitlines()
     except OSError:
         return None
-    limits = []
+    rooms = []
     for line in lines:
         hierarchy, controllers, path = (line.split(":", 2) + ["", ""])[:3]
         if hierarchy == "0" and not controllers:
-            base, name = Path(root), "memory.max"
+            base, (limit_file, usage_file, cache_key) = Path(root), CGROUP_FILES[2]
         elif "memory" in controllers.split(","):
-            base, name = Path(root) / "memory", "memory.limit_in_bytes"
+            base, (limit_file, usage_file, cache_key) = Path(root) / "memory", CGROUP_FILES[1]
         else:
             continue
         level = Path("/") / path.strip().lstrip("/")
         for d in (level, *level.parents):  # a limit on a parent binds too
-            try:
-                text = (base / str(d).lstrip("/") / name).read_text().strip()
-            except OSError:
+            group = base / str(d).lstrip("/")
+            limit = _number(group / limit_file)
+            if limit is None or limit >= UNLIMITED:
                 continue
-            if text.isdigit() and int(text) < UNLIMITED:
-                limits.append(int(text))
-    return min(limits) if limits else None
+            used = (_number(group / usage_file) or 0) - _stat(group / "memory.stat", cache_key)
+            rooms.append(max(0, limit - max(0, used)))
+    return min(rooms) if rooms else None
 
 
 def memory_room() -> tuple[int, str] | None:
-    """(bytes, what they are): the most memory this learner can take."""
+    """(bytes, what they are): the most memory this learner can still take."""
     rooms = []
     available = meminfo_available()
     if available is not None:
         rooms.append((available, "of memory available on this node (MemAvailable)"))
-    limit = cgroup_limit()
-    if limit is not None:
-        rooms.append((limit, "memory limit of this job (cgroup)"))
+    left = cgroup_room()
+    if left is not None:
+        rooms.append((left, "left under this job's memory limit (cgroup)"))
     return min(rooms) if rooms else None
 
 
-def disk_room(directory: str | None) -> tuple[int, str]:
-    """(bytes free, where) for the memmap files: ``directory`` or the temporary directory."""
-    path = Path(directory or tempfile.gettempdir()).absolute()
-    while not path.exists():  # the scratch directory is made later: its disk is a parent's
-        path = path.parent
-    return shutil.disk_usage(path).free, f"free on the disk of {path}"
+def disk_room(directory: str) -> tuple[int, str] | None:
+    """(bytes, where) for the memmap files in ``directory``: free space on its disk, plus what
+    replay files already there take (a resumed run writes over them); None if unreadable."""
+    path = Path(directory).absolute()
+    try:
+        reused = sum(f.stat().st_blocks * 512 for f in path.rglob("*.memmap")) if path.is_dir() else 0
+        while not path.exists():  # the scratch directory is made later: its disk is a parent's
+            path = path.parent
+        return shutil.disk_usage(path).free + reused, f"free on the disk of {path}"
+    except OSError:
+        return None
 
 
 def check_replay_room(cfg: ReplayConfig, spec: RecordSpec, memory: tuple[int, str] | None = None,
@@ -96,28 +127,28 @@ def check_replay_room(cfg: ReplayConfig, spec: RecordSpec, memory: tuple[int, st
     record, cap, slot = spec.record_nbytes(), cfg.capacity, StreamWindowSampler.SLOT_BYTES
     records, index = cap * record, cap * slot
     memory = memory or memory_room()
-    on_disk = cfg.storage == "memmap"
-    if on_disk:  # (bytes, room, bytes per record, what)
-        needs = [(index, memory, slot, "the replay's index"),
-                 (records, disk or disk_room(cfg.scratch_dir), record, "the replay's memmap files")]
-    else:
-        needs = [(records + index, memory, record + slot, "the replay")]
-    what = (f"replay.capacity={cap:,} records of {record:,} B: {gib(records)} "
-            f"{'on disk' if on_disk else 'in memory'}, {gib(index)} index")
+    lower = "lower --replay.capacity"
+    if cfg.storage == "memmap" and cfg.scratch_dir is not None:
+        where = f"on disk in {cfg.scratch_dir}"
+        # (bytes, room, bytes per record, what, what else helps)
+        needs = [(index, memory, slot, "the replay's index", ""),
+                 (records, disk or disk_room(cfg.scratch_dir), record, "the replay's memmap files",
+                  " or point --replay.scratch-dir at a disk with room")]
+    else:  # memmap files without a scratch directory go to /dev/shm (tensordict): memory too
+        where = "in memory" if cfg.storage == "tensor" else "in memory (/dev/shm: no --replay.scratch-dir)"
+        needs = [(records + index, memory, record + slot, "the replay",
+                  " or put the records on disk with --replay.storage memmap --replay.scratch-dir DIR")]
+    needs = [n for n in needs if n[1] is not None]  # a room this system does not tell is not checked
+    what = f"replay.capacity={cap:,} records of {record:,} B: {gib(records)} {where}, {gib(index)} index"
+    fits = min((int(WARN_SHARE * room[0]) // per for _, room, per, _, _ in needs), default=cap)
     warned = False
-    for need, room, per_record, name in needs:
-        if room is None:
-            continue
-        free, where = room
+    for need, (free, room_name), _, name, also in needs:
         if need > free:
-            fix = ("point --replay.scratch-dir at a disk with room" if on_disk else
-                   "put the records on disk with --replay.storage memmap --replay.scratch-dir DIR")
-            raise ValueError(f"{what}: {name} would take {gib(need)}, more than the {gib(free)} {where}; "
-                             f"lower --replay.capacity (at most about {int(WARN_SHARE * free) // per_record:,} "
-                             f"fit here) or {fix}")
+            raise ValueError(f"{what}: {name} would take {gib(need)}, more than the {gib(free)} {room_name}; "
+                             f"{lower} (at most about {fits:,} fit here){also}")
         if need > WARN_SHARE * free:
             warned = True
             log.warning("%s: %s takes %s of the %s %s; the learner may run out of it once the ring fills",
-                        what, name, gib(need), gib(free), where)
+                        what, name, gib(need), gib(free), room_name)
     if not warned:
         log.info("%s", what)

@@ -13,7 +13,8 @@ class ReplayConfig:
     storage: Literal["tensor", "memmap"] = "tensor"
     """tensor: TorchRL LazyTensorStorage in RAM; memmap: LazyMemmapStorage files (large or persistent buffers)."""
     scratch_dir: str | None = None
-    """Directory of the memmap files (storage "memmap" only); None: a temporary directory removed at exit."""
+    """Directory of the memmap files (storage "memmap" only); None: temporary files, in /dev/shm
+    (memory, as with "tensor") where it has room, else the temporary directory, removed at exit."""
     seed: int = 0
     """Seed of the generator that draws windows."""
 

@@ -95,7 +95,8 @@ def _put(column: np.ndarray, start: int, values: np.ndarray) -> None:
 class StreamWindowSampler(SamplerHooks):
     """Samples windows of ``seq_len`` consecutive records of one stream, uniformly."""
 
-    SLOT_BYTES = 5  # the index per storage slot: valid (bool) and next (int32), see reset
+    VALID, NEXT = torch.bool, torch.int32  # the index per storage slot: a window starts here; the next row
+    SLOT_BYTES = VALID.itemsize + NEXT.itemsize
 
     def __init__(self, storage, seq_len: int):
         if seq_len < 1:
@@ -108,7 +109,7 @@ class StreamWindowSampler(SamplerHooks):
     def reset(self) -> None:
         """Forget every row and stream (``ReplayBuffer.empty`` calls this)."""
         C = self.capacity
-        self._set_index(torch.zeros(C, dtype=torch.bool), torch.full((C,), -1, dtype=torch.int32))
+        self._set_index(torch.zeros(C, dtype=self.VALID), torch.full((C,), -1, dtype=self.NEXT))
         self._n_valid = 0
         self._written = 0
         self._pruned_at = 0
@@ -353,7 +354,7 @@ class StreamWindowSampler(SamplerHooks):
                              f"this buffer has {self.capacity}")
         self.seq_len = int(state_dict["seq_len"])
         self._written = self._pruned_at = int(state_dict["written"])
-        self._set_index(state_dict["valid"].clone().to(torch.bool), state_dict["next"].clone().to(torch.int32))
+        self._set_index(state_dict["valid"].clone().to(self.VALID), state_dict["next"].clone().to(self.NEXT))
         self._n_valid = int(self._valid.sum())
         self._streams = {int(s): _Stream(int(t), int(d), int(g), [int(x) for x in tail])
                          for s, t, d, g, tail in state_dict["streams"]}

@@ -4,12 +4,14 @@ start in one line that says how much fits; one that takes most of the room is wa
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 
-from learner.room import check_replay_room, cgroup_limit, meminfo_available
+from learner.room import cgroup_room, check_replay_room, disk_room, meminfo_available
 from mouse.replay import ReplayConfig, make_replay_buffer
 from tests.replay.fakes import CARTPOLE, FakeActor
 from tests.run_helpers import mouse_env
@@ -29,8 +31,10 @@ def test_too_large_is_refused_with_what_fits_and_what_fits_passes(caplog):
     with pytest.raises(ValueError) as e:
         check_replay_room(ReplayConfig(capacity=100_000_000), CARTPOLE, memory=room)
     msg = str(e.value)
-    assert msg.startswith("replay.capacity=100,000,000 records of 64 B: 6.0 GiB in memory, 477 MiB index")
-    assert "more than the 1.0 GiB memory limit of this job (cgroup)" in msg and "--replay.storage memmap" in msg
+    assert msg.startswith("replay.capacity=100,000,000 records of 64 B: 6.0 GiB in memory, 477 MiB index: "
+                          "the replay would take 6.4 GiB, more than the 1.0 GiB memory limit of this job (cgroup); "
+                          "lower --replay.capacity (at most about")
+    assert msg.endswith("fit here) or put the records on disk with --replay.storage memmap --replay.scratch-dir DIR")
     fits = int(msg.split("at most about ")[1].split(" ")[0].replace(",", ""))
     assert fits == int(0.8 * GIB) // 69
     with caplog.at_level(logging.INFO, logger="mouse.learner"):
@@ -41,35 +45,61 @@ def test_too_large_is_refused_with_what_fits_and_what_fits_passes(caplog):
     assert "may run out of it once the ring fills" in caplog.records[1].getMessage()
 
 
-def test_memmap_needs_the_disk_for_records_and_memory_for_the_index(tmp_path):
+def test_memmap_needs_the_disk_for_records_and_memory_for_the_index(tmp_path, monkeypatch):
     cfg = ReplayConfig(capacity=10_000_000, storage="memmap", scratch_dir=str(tmp_path / "not" / "yet"))
     check_replay_room(cfg, CARTPOLE, memory=(GIB, "m"), disk=(GIB, "d"))  # 610 MiB on disk, 48 MiB index
-    with pytest.raises(ValueError, match=r"memmap files would take 610 MiB, more than the 500 MiB d; "
-                                         r".*point --replay.scratch-dir at a disk"):
+    with pytest.raises(ValueError) as e:
         check_replay_room(cfg, CARTPOLE, memory=(GIB, "m"), disk=(500 << 20, "d"))
-    with pytest.raises(ValueError, match=r"the replay's index would take 48 MiB, more than the 40 MiB m"):
+    assert str(e.value).endswith("the replay's memmap files would take 610 MiB, more than the 500 MiB d; "
+                                 "lower --replay.capacity (at most about 6,553,600 fit here) or point "
+                                 "--replay.scratch-dir at a disk with room")
+    # the index stays in memory: only a lower capacity helps, and what fits is what fits both
+    with pytest.raises(ValueError) as e:
         check_replay_room(cfg, CARTPOLE, memory=(40 << 20, "m"), disk=(GIB, "d"))
-    # the scratch directory does not exist yet: the disk of its nearest parent counts
-    check_replay_room(ReplayConfig(capacity=1000, storage="memmap", scratch_dir=str(tmp_path / "a" / "b")),
-                      CARTPOLE, memory=(GIB, "m"))
+    assert str(e.value).endswith("the replay's index would take 48 MiB, more than the 40 MiB m; "
+                                 "lower --replay.capacity (at most about 6,710,886 fit here)")
+    # a scratch directory not made yet: the disk of its nearest parent; one a run left: its files are room
+    assert disk_room(str(tmp_path / "a" / "b"))[1] == f"free on the disk of {tmp_path}"
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    with open(tmp_path / "old" / "obs.memmap", "wb") as f:
+        f.write(b"x" * (1 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+    free = disk_room(str(tmp_path / "new"))[0]  # the disk changes as other processes write: hold it
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, free))
+    assert disk_room(str(tmp_path / "old"))[0] == free + (1 << 20)
 
 
-def test_cgroup_limits_v2_v1_and_none(tmp_path):
+def test_memmap_without_a_scratch_dir_is_memory():
+    """tensordict puts memmap files without a directory in /dev/shm: they count as memory."""
+    cfg = ReplayConfig(capacity=10_000_000, storage="memmap")
+    with pytest.raises(ValueError, match=r"610 MiB in memory \(/dev/shm: no --replay.scratch-dir\), 48 MiB "
+                                         r"index: the replay would take 658 MiB, more than the 500 MiB m"):
+        check_replay_room(cfg, CARTPOLE, memory=(500 << 20, "m"), disk=(100 * GIB, "d"))
+
+
+def test_cgroup_room_v2_v1_and_none(tmp_path):
     v2 = tmp_path / "v2"
-    (v2 / "slurm" / "job_7" / "step_0").mkdir(parents=True)
-    (v2 / "slurm" / "job_7" / "memory.max").write_text("4294967296\n")  # the job's --mem
-    (v2 / "slurm" / "job_7" / "step_0" / "memory.max").write_text("max\n")
+    job = v2 / "slurm" / "job_7"
+    (job / "step_0").mkdir(parents=True)
+    (job / "memory.max").write_text("4294967296\n")  # the job's --mem 4G
+    (job / "memory.current").write_text(f"{GIB + (256 << 20)}\n")  # 1 GiB used, 256 MiB of it page cache
+    (job / "memory.stat").write_text(f"anon {GIB}\ninactive_file {256 << 20}\nactive_file 0\n")
+    (job / "step_0" / "memory.max").write_text("max\n")
     (tmp_path / "cg2").write_text("0::/slurm/job_7/step_0\n")
-    assert cgroup_limit(str(tmp_path / "cg2"), str(v2)) == 4 * GIB
+    assert cgroup_room(str(tmp_path / "cg2"), str(v2)) == 3 * GIB
     v1 = tmp_path / "v1" / "memory" / "kubepods" / "pod1"
     v1.mkdir(parents=True)
-    (v1 / "memory.limit_in_bytes").write_text("17179869184\n")
+    (v1 / "memory.limit_in_bytes").write_text("17179869184\n")  # 16 GiB, nothing used
     (v1.parent / "memory.limit_in_bytes").write_text("9223372036854771712\n")  # no limit
     (tmp_path / "cg1").write_text("5:cpu,cpuacct:/kubepods/pod1\n4:memory:/kubepods/pod1\n0::/\n")
-    assert cgroup_limit(str(tmp_path / "cg1"), str(tmp_path / "v1")) == 16 * GIB
+    assert cgroup_room(str(tmp_path / "cg1"), str(tmp_path / "v1")) == 16 * GIB
+    (v1 / "memory.usage_in_bytes").write_text(f"{20 * GIB}\n")  # over its limit: no room
+    assert cgroup_room(str(tmp_path / "cg1"), str(tmp_path / "v1")) == 0
     (v1 / "memory.limit_in_bytes").write_text("9223372036854771712\n")
-    assert cgroup_limit(str(tmp_path / "cg1"), str(tmp_path / "v1")) is None
-    assert cgroup_limit(str(tmp_path / "missing"), str(v2)) is None
+    assert cgroup_room(str(tmp_path / "cg1"), str(tmp_path / "v1")) is None
+    assert cgroup_room(str(tmp_path / "missing"), str(v2)) is None
     assert meminfo_available() > 0 and meminfo_available(str(tmp_path / "missing")) is None
 
 
