@@ -290,6 +290,7 @@ class Learner:
         self._stats = _Interval()
         self._rates = Rates(self.env_steps, self.loop.updates)
         self._actor_rates = ActorRates()
+        self._logged = None  # (updates, env_steps) at the last log
         self._write_status("running")
         self.loop_times.take()  # the loop's time starts now
         try:
@@ -392,6 +393,7 @@ class Learner:
         self.monitor.console()
         self._log_actor_changes()
         self._write_status("running")
+        self._logged = (self.loop.updates, self.env_steps)
 
     def _log_actor_changes(self) -> None:
         """Joins are logged by the ingest thread on hello; losses show here, once an actor said
@@ -451,7 +453,11 @@ class Learner:
         return summary
 
     def _finish(self) -> dict:
-        self._log()  # the last interval: its losses, rates and episodes are not lost with a short run
+        if self._logged != (self.loop.updates, self.env_steps):  # the last interval's losses, rates
+            try:  # and episodes are not lost with a short run
+                self._log()
+            except Exception as e:  # (the checkpoint below matters more than one log row)
+                log.warning("the last log interval was not logged: %s", e)
         self._stop_actors()
         self.publish()
         self.save()  # first, so a kill during the final evaluation still leaves a checkpoint (and replay)
