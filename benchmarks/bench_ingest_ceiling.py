@@ -46,16 +46,16 @@ def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> tupl
     try:
         for _ in range(WARMUP):
             pull.recv_multipart(copy=False)
+        start, cpu = time.perf_counter(), time.thread_time()
+        for i in range(messages):
+            msg = pull.recv_multipart(copy=False)
+            if copy_into_storage:
+                for rows, frame in zip(storage, msg[1:]):
+                    rows[i % SLOTS] = np.frombuffer(frame.buffer, np.uint8)
+        elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
     except zmq.Again:
         proc.join(1)
-        raise SystemExit(f"no chunk in 30 s: the sender process ended with exit code {proc.exitcode}")
-    start, cpu = time.perf_counter(), time.thread_time()
-    for i in range(messages):
-        msg = pull.recv_multipart(copy=False)
-        if copy_into_storage:
-            for rows, frame in zip(storage, msg[1:]):
-                rows[i % SLOTS] = np.frombuffer(frame.buffer, np.uint8)
-    elapsed, cpu = time.perf_counter() - start, time.thread_time() - cpu
+        raise SystemExit(f"no chunk in 30 s: the sender process ended with exit code {proc.exitcode}") from None
     proc.join()
     pull.close(0)
     ctx.term()

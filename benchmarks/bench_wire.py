@@ -214,12 +214,12 @@ def per_chunk_us(fn, n: int = 2000) -> float:
     return (time.perf_counter() - start) / n * 1e6
 
 
-def breakdown(chunks, burst: int, kind: str) -> None:
+def breakdown(chunks, burst: int, kind: str, cold: bool) -> None:
     import mouse.wire as w
 
     frames, spec = chunks[0], KINDS[kind]
     _, td = wire.decode_chunk(frames, spec)
-    rb = replay(kind)
+    rb = replay(kind, cold)
     total = per_chunk_us(lambda: wire.decode_chunk(frames, spec))
     validate = w.validate_records
     w.validate_records = lambda td, _spec: td
@@ -285,7 +285,7 @@ def main() -> None:
         full = f"{STREAMS * STEPS / med_us * 1e6:12,.0f}" if med_us > 0 else f"{'n/a':>12}"
         print(f"  {m:11s}: {med_us:7.1f} us  (at 100% of a core: {full} "
               f"steps/s; rounds: " + ", ".join(f"{x:.1f}" for x in cpu[m]) + ")")
-    breakdown(chunks, args.burst, args.kind)
+    breakdown(chunks, args.burst, args.kind, args.cold)
 
 
 if __name__ == "__main__":
