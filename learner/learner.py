@@ -45,7 +45,7 @@ from .schedule import Counters, Hooks, LoopTimes, TrainLoop
 log = logging.getLogger("mouse.learner")
 
 
-def check_config(cfg: RunConfig, info) -> None:
+def check_config(cfg: RunConfig, info, resuming: bool = False) -> None:
     t = cfg.train
     if (t.sp.weight > 0 or t.sv.weight > 0) and info.q_star_table is None:
         raise ValueError(
@@ -54,7 +54,7 @@ def check_config(cfg: RunConfig, info) -> None:
             "set those weights to 0 or pick such an env")
     if cfg.actor.policy == "sp" and t.sp.weight <= 0:
         log.warning("actor.policy=sp but train.sp.weight=0: actors will sample from an untrained head")
-    check_replay_room(cfg.replay, info.spec)  # before it is built: too large is refused, not OOM-killed later
+    check_replay_room(cfg.replay, info.spec, resuming=resuming)  # before it is built: refused, not OOM-killed later
 
 
 def wire_spec(cfg: RunConfig, info):
@@ -80,7 +80,8 @@ class Learner:
         self.device = resolve_device(cfg.learner.device)
         torch.manual_seed(cfg.learner.seed)
         self.info = describe_env(cfg.env) if info is None else info
-        check_config(cfg, self.info)
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        check_config(cfg, self.info, resuming=checkpoint.exists(self.checkpoint_path))
         self.model = build_model(cfg, self.info).to(self.device)
         self.optimizer = make_optimizer(self.model, cfg.train)
         self.replay = make_replay_buffer(cfg.replay, self.info.spec, seq_len=cfg.train.seq_len)
@@ -91,7 +92,6 @@ class Learner:
         self.solved_at: tuple[int, int, float] | None = None  # (env steps, updates, minutes) when solved
         # versions rise only within one learner process; actors follow a new incarnation whatever its version
         self.incarnation = secrets.token_hex(wire.INCARNATION_HEX // 2)
-        self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.best_path = self.run_dir / "best.pt"
         self.replay_dir = self.run_dir / "replay"
         self.status_path = self.run_dir / "status.json"

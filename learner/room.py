@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 from mouse.records import RecordSpec
 from mouse.replay.config import ReplayConfig
@@ -120,35 +121,48 @@ def disk_room(directory: str) -> tuple[int, str] | None:
         return None
 
 
+class _Need(NamedTuple):
+    nbytes: int
+    room: tuple[int, str] | None  # (bytes, what they are)
+    per_record: int
+    name: str
+    also: str  # what else helps a new run, beside a lower capacity
+    elsewhere: str  # where a resumed run (whose replay settings are fixed) fits
+
+
 def check_replay_room(cfg: ReplayConfig, spec: RecordSpec, memory: tuple[int, str] | None = None,
-                      disk: tuple[int, str] | None = None) -> None:
+                      disk: tuple[int, str] | None = None, resuming: bool = False) -> None:
     """Raise ValueError when the replay cannot fit; warn when it takes most of the room, else
-    log its size. ``memory``/``disk``: (bytes, what they are), measured here when not given."""
+    log its size. ``memory``/``disk``: (bytes, what they are), measured here when not given.
+    ``resuming``: the run's replay settings are fixed (its checkpoint and replay were made with
+    them), so the only way on is a node, job or disk with more room."""
     record, cap, slot = spec.record_nbytes(), cfg.capacity, StreamWindowSampler.SLOT_BYTES
     records, index = cap * record, cap * slot
     memory = memory or memory_room()
-    lower = "lower --replay.capacity"
     if cfg.storage == "memmap" and cfg.scratch_dir is not None:
         where = f"on disk in {cfg.scratch_dir}"
-        # (bytes, room, bytes per record, what, what else helps)
-        needs = [(index, memory, slot, "the replay's index", ""),
-                 (records, disk or disk_room(cfg.scratch_dir), record, "the replay's memmap files",
-                  " or point --replay.scratch-dir at a disk with room")]
+        needs = [_Need(index, memory, slot, "the replay's index", "", "with more memory"),
+                 _Need(records, disk or disk_room(cfg.scratch_dir), record, "the replay's memmap files",
+                       " or point --replay.scratch-dir at a disk with room", "with more room on that disk")]
     else:  # memmap files without a scratch directory go to /dev/shm (tensordict): memory too
         where = "in memory" if cfg.storage == "tensor" else "in memory (/dev/shm: no --replay.scratch-dir)"
-        needs = [(records + index, memory, record + slot, "the replay",
-                  " or put the records on disk with --replay.storage memmap --replay.scratch-dir DIR")]
-    needs = [n for n in needs if n[1] is not None]  # a room this system does not tell is not checked
+        needs = [_Need(records + index, memory, record + slot, "the replay",
+                       " or put the records on disk with --replay.storage memmap --replay.scratch-dir DIR",
+                       "with more memory")]
+    needs = [n for n in needs if n.room is not None]  # a room this system does not tell is not checked
     what = f"replay.capacity={cap:,} records of {record:,} B: {gib(records)} {where}, {gib(index)} index"
-    fits = min((int(WARN_SHARE * room[0]) // per for _, room, per, _, _ in needs), default=cap)
+    fits = min((int(WARN_SHARE * n.room[0]) // n.per_record for n in needs), default=cap)
     warned = False
-    for need, (free, room_name), _, name, also in needs:
-        if need > free:
-            raise ValueError(f"{what}: {name} would take {gib(need)}, more than the {gib(free)} {room_name}; "
-                             f"{lower} (at most about {fits:,} fit here){also}")
-        if need > WARN_SHARE * free:
+    for n in needs:
+        free, room_name = n.room
+        if n.nbytes > free:
+            fix = (f"a resumed run keeps its replay settings: resume it on a node or job {n.elsewhere}"
+                   if resuming else f"lower --replay.capacity (at most about {fits:,} fit here){n.also}")
+            raise ValueError(f"{what}: {n.name} would take {gib(n.nbytes)}, more than the {gib(free)} "
+                             f"{room_name}; {fix}")
+        if n.nbytes > WARN_SHARE * free:
             warned = True
             log.warning("%s: %s takes %s of the %s %s; the learner may run out of it once the ring fills",
-                        what, name, gib(need), gib(free), room_name)
+                        what, n.name, gib(n.nbytes), gib(free), room_name)
     if not warned:
         log.info("%s", what)

@@ -11,12 +11,14 @@ import json
 
 import pytest
 
+from learner import room
 from learner.checkpoint import load_checkpoint
 from learner.eval_run import eval_run
+from learner.learner import Learner
 from learner.wandb_files import history, run_files
 from mouse.cli import parse_run_config
 from mouse.components import build_model
-from mouse.config import RunConfig, from_dict
+from mouse.config import RunConfig, from_dict, load_config
 from mouse.envs import describe_env
 from mouse.launch import InprocRun
 from tests.run_helpers import small_run_flags
@@ -37,7 +39,7 @@ def run(run_dir, *flags) -> dict:
     return summary
 
 
-def test_a_run_resumed_reports_the_whole_run(tmp_path):
+def test_a_run_resumed_reports_the_whole_run(tmp_path, monkeypatch):
     d = tmp_path / "run"
     s1 = run(d, *FLAGS, "--budget.max-env-steps", 1500)
     # every head that acts was evaluated; the actors' head (dqn) is the one eval/return reports
@@ -70,3 +72,14 @@ def test_a_run_resumed_reports_the_whole_run(tmp_path):
     # the same W&B run, continued: two offline directories of one run id
     runs = [f.parent.name for f in run_files(d)]  # offline-run-<time>-<id>
     assert len(runs) == 2 and {r.rsplit("-", 1)[1] for r in runs} == {(d / "wandb-id").read_text().strip()}
+
+    # a week later, on a node with less room than the replay needs: a resume cannot lower its
+    # capacity (the checkpoint and replay were made with it), so it is told to go where it fits
+    cfg = load_config(d / "config.json")
+    tight = (cfg.replay.capacity * 10, "of memory available on this node (MemAvailable)")  # < 69 B a record
+    monkeypatch.setattr(room, "memory_room", lambda: tight)
+    with pytest.raises(ValueError, match="a resumed run keeps its replay settings: resume it on a node or job "
+                                         "with more memory$"):
+        Learner(cfg, d)
+    with pytest.raises(ValueError, match=r"lower --replay.capacity \(at most about"):
+        Learner(cfg, tmp_path / "new")  # a new run may lower it
