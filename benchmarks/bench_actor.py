@@ -65,6 +65,14 @@ class Clock:
                 env_steps / max(time.process_time() - self.cpu, 1e-9))
 
 
+def same_model(cfg: RunConfig, info) -> torch.nn.Module:
+    """The model every row acts with, the streaming actor's too (its weights come from the sink):
+    the same weights everywhere, so every row plays the same episodes (how often envs reset
+    moves the rates by several percent)."""
+    torch.manual_seed(0)
+    return build_model(cfg, info).eval()
+
+
 def random_actions(cfg: RunConfig, steps: int) -> tuple[float, float]:
     env = make_vector_env(cfg.env)
     env.reset(seed=0)
@@ -82,7 +90,7 @@ def tensordict_loop(cfg: RunConfig, steps: int) -> tuple[float, float]:
     """The actor loop before the chunk arrays: one TensorDict of records per step, stacked per chunk."""
     info = describe_env(cfg.env)
     env = make_vector_env(cfg.env)
-    policy = ActingPolicy(build_model(cfg, info).eval(), cfg.actor.policy, cfg.acting_context, 0.1)
+    policy = ActingPolicy(same_model(cfg, info), cfg.actor.policy, cfg.acting_context, 0.1)
     rec = StreamRecorder(info.spec, torch.arange(cfg.env.num_envs))
     obs, _ = env.reset(seed=0)
     last = rec.reset(obs)
@@ -115,7 +123,7 @@ def warm_up(stepper: Stepper) -> int:
 
 def stepper_loop(cfg: RunConfig, steps: int) -> tuple[float, float]:
     info = describe_env(cfg.env)
-    stepper = Stepper(cfg, 0, info, build_model(cfg, info).eval())
+    stepper = Stepper(cfg, 0, info, same_model(cfg, info))
     warm_up(stepper)
     clock = Clock()
     for _ in range(steps):
@@ -161,7 +169,7 @@ def sink_process(port: int, cfg_dict: dict, stop) -> None:
     """The learner side in its own process (as in a real run: no GIL shared with the actor)."""
     cfg = from_dict(RunConfig, cfg_dict)
     pull, router, pub = learner_sockets(zmq.Context.instance(), f"tcp://127.0.0.1:{port}")
-    weights = wire.encode_weights(1, acting_state(build_model(cfg, describe_env(cfg.env))),
+    weights = wire.encode_weights(1, acting_state(same_model(cfg, describe_env(cfg.env))),
                                   incarnation="0" * wire.INCARNATION_HEX)
     sink(pull, router, cfg, weights, stop)
     for s in (pull, router, pub):
@@ -194,7 +202,7 @@ def streaming(cfg: RunConfig, steps: int, port: int) -> tuple[float, float]:
 def breakdown(cfg: RunConfig, steps: int) -> dict[str, float]:
     """Thread CPU microseconds per vector step of the Stepper's parts."""
     info = describe_env(cfg.env)
-    st = Stepper(cfg, 0, info, build_model(cfg, info).eval())
+    st = Stepper(cfg, 0, info, same_model(cfg, info))
     warm_up(st)
     clock, parts = time.thread_time, np.zeros(4)
     for _ in range(steps):
