@@ -1,6 +1,7 @@
 """Learner-side ingest throughput against raw ZeroMQ, measured in the same run.
 
-    python benchmarks/bench_wire.py [--kind cartpole|image84] [--chunks 3000] [--rounds 3] [--copy] [--burst 64] [--cold]
+    python benchmarks/bench_wire.py [--kind cartpole|image84] [--chunks 3000] [--rounds 3] [--copy]
+                                    [--burst 64] [--cold]
 
 A sender process PUSHes the same pre-encoded chunks (256 records from 8 streams; ``cartpole``:
 obs float32[4], 16 KB a chunk; ``image84``: obs uint8[84, 84, 1], 1.8 MB) over tcp loopback. Receivers, each

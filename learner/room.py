@@ -28,7 +28,7 @@ WARN_SHARE = 0.8  # of the room, above which the learner warns
 UNLIMITED = 1 << 60  # cgroup v1 writes "no limit" as a number near 2**63
 
 
-def gib(n: float) -> str:
+def bytes_text(n: float) -> str:
     return f"{n / (1 << 30):.1f} GiB" if n >= 1 << 30 else f"{n / (1 << 20):.0f} MiB"
 
 
@@ -150,7 +150,7 @@ def check_replay_room(cfg: ReplayConfig, spec: RecordSpec, memory: tuple[int, st
                        " or put the records on disk with --replay.storage memmap --replay.scratch-dir DIR",
                        "with more memory")]
     needs = [n for n in needs if n.room is not None]  # a room this system does not tell is not checked
-    what = f"replay.capacity={cap:,} records of {record:,} B: {gib(records)} {where}, {gib(index)} index"
+    what = f"replay.capacity={cap:,} records of {record:,} B: {bytes_text(records)} {where}, {bytes_text(index)} index"
     fits = min((int(WARN_SHARE * n.room[0]) // n.per_record for n in needs), default=cap)
     warned = False
     for n in needs:
@@ -158,11 +158,11 @@ def check_replay_room(cfg: ReplayConfig, spec: RecordSpec, memory: tuple[int, st
         if n.nbytes > free:
             fix = (f"a resumed run keeps its replay settings: resume it on a node or job {n.elsewhere}"
                    if resuming else f"lower --replay.capacity (at most about {fits:,} fit here){n.also}")
-            raise ValueError(f"{what}: {n.name} would take {gib(n.nbytes)}, more than the {gib(free)} "
+            raise ValueError(f"{what}: {n.name} would take {bytes_text(n.nbytes)}, more than the {bytes_text(free)} "
                              f"{room_name}; {fix}")
         if n.nbytes > WARN_SHARE * free:
             warned = True
             log.warning("%s: %s takes %s of the %s %s; the learner may run out of it once the ring fills",
-                        what, n.name, gib(n.nbytes), gib(free), room_name)
+                        what, n.name, bytes_text(n.nbytes), bytes_text(free), room_name)
     if not warned:
         log.info("%s", what)
