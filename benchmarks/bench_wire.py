@@ -29,6 +29,7 @@ and where the time of one chunk goes. Never asserts a time.
 from __future__ import annotations
 
 import argparse
+import functools
 import multiprocessing as mp
 import statistics
 import struct
@@ -82,14 +83,19 @@ def numbered(head: bytes, seq: int) -> bytes:
     return head[:8] + struct.pack("<Q", seq) + head[16:]
 
 
+@functools.cache
+def _fill_arrays(kind: str) -> list[dict]:
+    """The chunks that fill a replay before timing, opened (made once per kind and process)."""
+    return [wire.open_chunk(f, KINDS[kind])[1] for f in make_chunks(RING[kind], seed=1, kind=kind)]
+
+
 def replay(kind: str, cold: bool = False):
     """The replay the receivers store into; unless ``cold``, filled once around its ring first, as
     in a learner that has run a while (the first lap also pays the kernel's first touch of each
     storage page: for image records several times the copy itself)."""
-    spec = KINDS[kind]
-    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), spec)
+    rb = make_replay_buffer(ReplayConfig(capacity=CAPACITY[kind]), KINDS[kind])
     if not cold:
-        arrays = [wire.open_chunk(f, spec)[1] for f in make_chunks(RING[kind], seed=1, kind=kind)]
+        arrays = _fill_arrays(kind)
         written = 0
         while written < CAPACITY[kind]:
             written += rb.ingest_arrays(arrays)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -67,7 +68,7 @@ def test_memmap_needs_the_disk_for_records_and_memory_for_the_index(tmp_path, mo
         f.flush()
         os.fsync(f.fileno())
     free = disk_room(str(tmp_path / "new"))[0]  # the disk changes as other processes write: hold it
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(0, 0, free))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: SimpleNamespace(free=free))
     assert disk_room(str(tmp_path / "old"))[0] == free + (1 << 20)
 
 
