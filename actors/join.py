@@ -23,10 +23,17 @@ from mouse.transport import HandshakeWatch, actor_sockets
 
 log = logging.getLogger("mouse.actor")
 
+HELLO_EVERY_S = 1.0  # a hello unanswered this long is said again
+HANDSHAKE_POLL_MS = 50  # meanwhile, how often to look whether the connection has just come up
+
 
 class ActorRefused(ValueError):
     """The learner will not take this actor (the reason is its own words); `mouse actor` exits
     with it as a one-line error."""
+
+
+class LearnerStopping(Exception):
+    """The learner is stopping and takes no new actor: nothing to do (`mouse actor` exits 0)."""
 
 
 @dataclass(frozen=True)
@@ -96,18 +103,28 @@ def _say_hello(learner: str, actor_id: int, dealer, handshakes, stop, status_pat
     hint = " (if it requires CurveZMQ keys, pass --keys DIR)" if keys is None and learner.startswith("tcp://") \
         else ""
     hello = hello_body(actor_id, "", -1)
-    cfg, welcome, weights = None, None, None
+    cfg, welcome = None, None
     start, next_warning = time.monotonic(), time.monotonic() + 5
     while not stop():
+        handshakes.came_up()  # (a connection that is up already takes this hello)
         send_control(dealer, "hello", hello)  # dropped until the connection is up: resent below
-        while dealer.poll(1000):
+        quiet_until = time.monotonic() + HELLO_EVERY_S
+        while time.monotonic() < quiet_until:
+            if not dealer.poll(HANDSHAKE_POLL_MS):
+                if handshakes.came_up():  # the learner is up only now: say hello at once
+                    break
+                continue
+            quiet_until = time.monotonic() + HELLO_EVERY_S
             frames = dealer.recv_multipart(copy=False)
             if wire.is_weights(frames):
-                weights = frames if welcome is not None else weights  # checked by the Actor
+                if welcome is not None:  # (checked by the Actor) they follow the welcome at once
+                    return cfg, welcome, frames
                 continue
             kind, body = _decode_reply(frames) or (None, None)
-            if kind == "stop":
+            if kind == "stop" and body["refused"]:
                 raise ActorRefused(f"the learner at {learner} refused this actor: {body['reason']}")
+            if kind == "stop" and welcome is None:
+                raise LearnerStopping(f"the learner at {learner} is stopping: it takes no new actor")
             if kind == "welcome":
                 try:
                     cfg = from_dict(RunConfig, body["config"])
@@ -116,8 +133,6 @@ def _say_hello(learner: str, actor_id: int, dealer, handshakes, stop, status_pat
                     continue
                 welcome = Welcome(body["actor_id"], body["token"], body["incarnation"],
                                   body["credits"], body["config"])
-            if welcome is not None and weights is not None:
-                return cfg, welcome, weights
         refused = handshakes.refused()
         if refused:
             error = refusal_message(learner, refused, keys)

@@ -14,9 +14,10 @@ import signal
 import torch
 
 from mouse.keys import load_actor_keys
+from mouse.status import write_status
 
 from .actor import Actor
-from .join import connect
+from .join import LearnerStopping, connect
 
 log = logging.getLogger("mouse.actor")
 
@@ -45,6 +46,10 @@ def main(learner: str, actor_id: int = -1, max_steps: int = 0, status_file: str 
             learner, actor_id, stop=lambda: stop["now"], status_path=status, keys=keys_pair,
             timeout_s=connect_timeout_s)
     except KeyboardInterrupt:
+        return {}
+    except LearnerStopping as e:  # the run is ending: nothing to join
+        log.info("%s", e)
+        write_status(status, {"state": "stopped", "learner": learner, "stop_reason": "the learner asked to stop"})
         return {}
     except TimeoutError as e:  # no learner (failed, finished, never started): one line, exit 1
         raise SystemExit(f"error: {e}") from None

@@ -108,7 +108,7 @@ class InprocRun:
         ``keys_dir``: its --keys (default: the learner's, when it has any).
         """
         from actors.actor import Actor
-        from actors.join import connect
+        from actors.join import LearnerStopping, connect
         from mouse.keys import load_actor_keys
 
         keys_dir = self.keys_dir if keys_dir is None else keys_dir
@@ -123,7 +123,7 @@ class InprocRun:
                 if self._stopped.is_set():
                     actor.stop("the run ended")
                 self.actor_results[aid] = actor.run(max_steps)
-            except KeyboardInterrupt:  # stopped before the learner answered
+            except (KeyboardInterrupt, LearnerStopping):  # stopped before the learner took it
                 pass
             except BaseException as e:  # surfaced to the caller via actor_results
                 log.exception("actor thread failed")

@@ -278,6 +278,7 @@ class HandshakeWatch:
     a key it does not allow or a missing/unexpected CurveZMQ (libzmq does not even retry
     those), after ``give_up_after`` failures in a row otherwise (a learner stopping
     mid-handshake is no refusal). A learner that is down shows no handshake at all.
+    ``came_up()`` says when a handshake has succeeded: the moment to say hello.
     """
 
     DEFINITE = ("unknown_key", "no_curve")
@@ -287,22 +288,32 @@ class HandshakeWatch:
         self.sock: zmq.Socket | None = None
         self.mon: zmq.Socket | None = None
         self.failures, self.reason = 0, None
+        self.succeeded = False
 
     def attach(self, sock: zmq.Socket) -> None:
         """Before ``sock`` connects (``actor_sockets(handshakes=...)``): no event is missed."""
         self.sock, self.mon = sock, _monitor(sock, _FAILED | zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
     def refused(self) -> str | None:
-        while self.mon.poll(0):
-            event = recv_monitor_message(self.mon)
-            reason = _refusal(event)
-            if reason is None:  # a handshake succeeded
-                self.failures, self.reason = 0, None
-            else:
-                self.failures, self.reason = self.failures + 1, reason
+        self._take_events()
         if self.reason in self.DEFINITE or self.failures >= self.give_up_after:
             return self.reason
         return None
+
+    def came_up(self) -> bool:
+        """Whether a handshake succeeded since the last call: the connection is up only now, so
+        a message sent before it was dropped (the DEALER has ZMQ_IMMEDIATE)."""
+        self._take_events()
+        up, self.succeeded = self.succeeded, False
+        return up
+
+    def _take_events(self) -> None:
+        while self.mon.poll(0):
+            reason = _refusal(recv_monitor_message(self.mon))
+            if reason is None:  # a handshake succeeded
+                self.failures, self.reason, self.succeeded = 0, None, True
+            else:
+                self.failures, self.reason = self.failures + 1, reason
 
     def close(self) -> None:
         if self.sock is not None:

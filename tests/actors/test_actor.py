@@ -19,8 +19,9 @@ import torch
 from mouse.acting import acting_state
 import zmq
 
+import actors.join
 from actors.actor import Actor
-from actors.join import ActorRefused, connect
+from actors.join import ActorRefused, LearnerStopping, connect
 from mouse import wire
 from mouse.components import build_model
 from mouse.config import ActorConfig, EnvConfig, RunConfig, to_dict
@@ -80,6 +81,7 @@ class FakeLearner:
         self.hellos, self.heartbeats = [], []
         self.silent = False  # receive everything, answer nothing
         self.refuse: str | None = None  # answer hellos with a refusal
+        self.stopping = False  # answer hellos as a stopping learner does
 
     def pump(self, seconds: float = 0.05) -> None:
         end = time.monotonic() + seconds
@@ -108,8 +110,9 @@ class FakeLearner:
         (self.hellos if kind == "hello" else self.heartbeats).append(body)
         if self.silent or kind == "bye":
             return
-        if kind == "hello" and self.refuse:
-            self.reply("stop", {"version": self.version, "reason": self.refuse, "refused": True, "received": 0})
+        if kind == "hello" and (self.refuse or self.stopping):
+            self.reply("stop", {"version": self.version, "reason": self.refuse or "the learner is stopping",
+                                "refused": bool(self.refuse), "received": 0})
         elif kind == "hello":
             self.granted = max(self.granted, CREDITS)
             self.reply("welcome", {"actor_id": max(body["actor_id"], 0), "token": self.token,
@@ -312,6 +315,24 @@ def test_a_silent_learner_is_waited_for_with_bounded_sends_then_greeted_again(po
     assert isinstance(a.result, dict), a.result
 
 
+def test_an_actor_started_first_says_hello_once_the_learner_is_up_and_only_once(port, tmp_path, monkeypatch):
+    """Its hellos to a learner not up yet are dropped; it says hello again as soon as the
+    connection comes up, not when its hello timer runs out (made longer than the test here), and
+    it is joined once the weights follow the welcome, with no second hello."""
+    monkeypatch.setattr(actors.join, "HELLO_EVERY_S", 10 * WAIT_S)
+    a = ActorThread(port, tmp_path)
+    time.sleep(0.5)  # its first hello goes nowhere
+    learner = FakeLearner(port, INC_A, 1, weights(1))
+    try:
+        wait_until(lambda: a.actor is not None, "the actor to join", step=learner.pump)
+        wait_until(lambda: len(learner.chunks) >= 1, "the first chunk", step=learner.pump)
+        assert len(learner.hellos) == 1, learner.hellos
+    finally:
+        a.stop(learner)
+        learner.close()
+    assert isinstance(a.result, dict), a.result
+
+
 def test_an_optional_deadline_ends_the_wait(port, tmp_path):
     cfg = dataclasses.replace(CFG, actor=dataclasses.replace(CFG.actor, learner_timeout_s=1.0))
     learner = FakeLearner(port, INC_A, 1, weights(1), cfg)
@@ -340,3 +361,16 @@ def test_a_refused_actor_raises_with_the_learners_reason(port, tmp_path):
         learner.close()
     assert isinstance(a.result, ActorRefused), a.result
     assert "actor id 0 is in use by node-a:1" in str(a.result)
+
+
+def test_a_stopping_learner_takes_no_new_actor(port, tmp_path):
+    learner = FakeLearner(port, INC_A, 1, weights(1))
+    learner.stopping = True
+    a = ActorThread(port, tmp_path)
+    try:
+        wait_until(lambda: not a.thread.is_alive(), "the answer", step=learner.pump)
+    finally:
+        a.stop(learner)
+        learner.close()
+    assert isinstance(a.result, LearnerStopping), a.result
+    assert str(a.result) == f"the learner at tcp://127.0.0.1:{port} is stopping: it takes no new actor"
