@@ -65,6 +65,7 @@ CONTROL_BURST, DATA_BURST = 64, 64  # messages per loop round, each socket
 BATCH_BYTES = 64 << 20  # record bytes held back for one storage write at most
 MAX_VERSION_JUMP = 1 << 32  # more publishes than any run makes: a report further ahead is a lie
 DRAIN_FRAMES = 1024  # frames of an over-long message discarded per loop round (~5 ms)
+STOPPING = "the learner is stopping"  # the reason of every "stop" a stopping learner sends
 TOO_MANY = object()
 
 
@@ -143,7 +144,8 @@ class IngestServer(threading.Thread):
         self._records = BoundedReceiver(pull, 2 + len(spec.fields()))  # a chunk: header, fields, episodes
         self._control_in = BoundedReceiver(router, 2, drain_frames=None)  # the sender's identity + one frame
         self._stop_event = threading.Event()
-        self.stop_actors = False  # when set, every heartbeat is answered with "stop"
+        self.stop_actors = False  # when set, every live session is told "stop", then every reply is one
+        self._told_to_stop = False
         self.lock = threading.Lock()
         self.steps = 0
         self.chunks = 0
@@ -189,6 +191,8 @@ class IngestServer(threading.Thread):
                     self._burst(self._records, DATA_BURST, self._data)
                     self._flush()
                 self._pay_owed()
+                if self.stop_actors and not self._told_to_stop:
+                    self._tell_to_stop()
         except BaseException as e:  # surfaced by the learner loop, never silent
             self.error = e
             log.exception("ingest thread failed")
@@ -346,9 +350,16 @@ class IngestServer(threading.Thread):
                     st.granted, st.owed = st.granted + st.owed, 0
                 self._ack(st)
 
+    def _tell_to_stop(self) -> None:
+        """Once stopping, every live session hears "stop" at once, not at its next heartbeat."""
+        self._told_to_stop = True
+        for st in list(self.actors.values()):
+            if st.identity and self.sessions.live(st):
+                self._ack(st)
+
     def _ack(self, st: ActorState) -> None:
         if self.stop_actors:
-            kind, body = "stop", {"reason": "the learner is stopping", "refused": False}
+            kind, body = "stop", {"reason": STOPPING, "refused": False}
         else:
             kind, body = "ack", {"credits": st.granted}
         body["received"] = st.received
@@ -390,7 +401,11 @@ class IngestServer(threading.Thread):
             self._ack(st)
 
     def _hello(self, identity: bytes, body: dict) -> None:
-        """Welcome an actor (its id, token, the run config, credits, then the weights) or refuse it."""
+        """Welcome an actor (its id, token, the run config, credits, then the weights) or refuse it.
+        A stopping learner takes no new actor: a hello without a session token hears "stop"."""
+        if self.stop_actors and not body["token"]:
+            return self._send(identity, "stop", {"version": self.current_version(), "reason": STOPPING,
+                                                 "refused": False, "received": 0})
         with self.lock:
             verdict = self.sessions.hello(identity, body)
         if verdict.action == "drop":
@@ -410,14 +425,15 @@ class IngestServer(threading.Thread):
         self._send(identity, "welcome", {"actor_id": st.actor_id, "token": st.token, "config": self.config,
                                          "credits": st.granted})
         self.router.send_multipart([identity, *self.current_weights()], copy=False)
+        if self.stop_actors:  # its session goes on only to send what it holds and say bye
+            self._ack(st)
 
     # --- read by the learner's logging ----------------------------------------------------
-    def connected(self, streaming: bool = False, within_s: float | None = None) -> int:
-        """Actors heard from lately (``streaming``: only those that have sent records;
-        ``within_s``: only those heard from in the ``within_s`` seconds before this thread last
-        listened, so a stalled ingest thread makes nobody silent)."""
+    def connected(self, within_s: float | None = None) -> int:
+        """Actors heard from lately (``within_s``: only those heard from in the ``within_s``
+        seconds before this thread last listened, so a stalled ingest thread makes nobody silent)."""
         heard_since = None if within_s is None else self.listened_at - within_s
-        return self.sessions.connected(streaming, heard_since)
+        return self.sessions.connected(heard_since)
 
     def take_episodes(self) -> list[dict]:
         out = []

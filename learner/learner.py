@@ -432,15 +432,17 @@ class Learner:
 
     # --- shutdown ---------------------------------------------------------------------------------
     def _stop_actors(self) -> None:
-        """Heartbeats now answer "stop": give the actors time to flush and say bye. Only actors
-        still heard from are waited for: one silent for STOP_SILENT_BEATS heartbeats (killed,
-        or its node gone) would only hold the stop until the deadline."""
+        """Every actor is told "stop" now: give them time to flush and say bye. Only actors still
+        heard from are waited for: one silent for STOP_SILENT_BEATS heartbeats (killed, or its
+        node gone) would only hold the stop until the deadline. One that has sent nothing yet
+        (welcomed a moment ago) is waited for too: an actor drops the replies it has not read
+        when its learner's connection closes, so it would miss the stop and wait for ever."""
         self.loop.request_stop()  # also lifts backpressure: what the actors still send is kept
         self.ingest.stop_actors = True
         beat = self.cfg.actor.heartbeat_s
         deadline = time.monotonic() + (DRAIN_BEATS + 2) * beat + 1
         while (self.ingest.is_alive() and time.monotonic() < deadline
-               and self.ingest.connected(streaming=True, within_s=STOP_SILENT_BEATS * beat)):
+               and self.ingest.connected(within_s=STOP_SILENT_BEATS * beat)):
             time.sleep(0.1)
 
     def _shutdown(self) -> dict:

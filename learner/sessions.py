@@ -78,11 +78,9 @@ class Sessions:
     def live(self, st: ActorState) -> bool:
         return not st.ended and self.clock() - st.last_seen < self.timeout_s
 
-    def connected(self, streaming: bool = False, heard_since: float | None = None) -> int:
-        """Live sessions (``streaming``: only those that have sent records; ``heard_since``: only
-        those heard from at or after that time, on ``clock``)."""
-        return sum(self.live(st) and (st.steps > 0 or not streaming)
-                   and (heard_since is None or st.last_seen >= heard_since)
+    def connected(self, heard_since: float | None = None) -> int:
+        """Live sessions (``heard_since``: only those heard from at or after that time, on ``clock``)."""
+        return sum(self.live(st) and (heard_since is None or st.last_seen >= heard_since)
                    for st in list(self.actors.values()))
 
     def check(self, actor_id: int, token: str) -> ActorState | None:

@@ -313,6 +313,27 @@ def test_actor_started_before_the_learner_joins_it(tmp_path, procs):
     assert status(st)["state"] == "stopped" and status(st)["stop_reason"] == "the learner asked to stop"
 
 
+def test_an_actor_that_joins_as_the_learner_stops_is_told_to_stop(tmp_path, procs):
+    """SIGTERM as soon as the actor runs, before it has sent a record (its first chunk takes
+    seconds here): the learner waits for it too. (An actor drops the replies it has not read when
+    the connection closes: a learner that only told it and left would leave it waiting for ever.)"""
+    run_dir, port = tmp_path / "run", free_port_base()
+    st = tmp_path / "actor.status.json"
+    actor = procs("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0,
+                            "--status-file", st])
+    wait_for(lambda: status(st).get("state") == "connecting", START_S, "the actor to wait", [actor])
+    learner = procs("learner", ["learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
+                                "--actor.chunk-steps", 20_000, "--budget.max-env-steps", 0,
+                                "--budget.max-minutes", 3])
+    wait_for(lambda: status(st).get("state") == "running", START_S, "the actor to join", [learner, actor])
+    assert status(run_dir / "status.json").get("env_steps", 0) == 0
+    os.kill(learner.pid, signal.SIGTERM)
+    assert learner.wait(RUN_S) == 0, learner.logs()
+    assert actor.wait(30) == 0, actor.logs()
+    assert status(st)["stop_reason"] == "the learner asked to stop"
+    assert read_summary(run_dir)["stop_reason"] == f"signal {int(signal.SIGTERM)}"
+
+
 # --- 4. Ctrl-C ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("target", ["process group", "learner only"])

@@ -92,6 +92,11 @@ class Probe(threading.Thread):
         while not self.done.wait(0.2):
             self.beat()
 
+    def _bye(self) -> None:
+        """Told to stop, as an actor: say bye and beat no more (a stopping learner waits for it)."""
+        self.done.set()
+        self.dealer.send_multipart(wire.encode_control("bye", {"actor_id": self.actor_id, "token": self.token}))
+
     def between(self, t0: float, t1: float) -> list[float]:
         return [rtt for t, rtt in list(self.round_trips) if t0 <= t <= t1]
 
@@ -110,6 +115,8 @@ class Probe(threading.Thread):
         kind, _ = self._next_control(timeout_s)
         rtt = time.monotonic() - t0 if kind in ("ack", "stop") else float("inf")  # stop: the learner is ending
         self.round_trips.append((t0, rtt))
+        if kind == "stop":
+            self._bye()
         return rtt
 
     def close(self) -> None:

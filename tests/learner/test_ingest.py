@@ -594,21 +594,21 @@ def test_bye_ends_the_session_and_frees_the_id(rig):
 
 
 def test_a_silent_actor_is_no_longer_heard_lately_while_a_talking_one_is(rig):
-    """What a stopping learner waits for (``connected(streaming=True, within_s)``): not an actor
-    that went silent (killed), still an actor that keeps talking."""
+    """What a stopping learner waits for (``connected(within_s)``): not an actor that went silent
+    (killed), still an actor that keeps talking."""
     talking, silent = rig.new_actor(pid=1), rig.new_actor(pid=2)
     ids = talking.join(), silent.join()
     for a in (talking, silent):
         a.chunk()
         assert a.expect_control()[0] == "ack"
-    assert rig.server.connected(streaming=True, within_s=0.5) == 2
+    assert rig.server.connected(within_s=0.5) == 2
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:  # the silent one says nothing from now on
         talking.heartbeat()
         assert talking.expect_control()[0] == "ack"
         time.sleep(0.1)
-    assert rig.server.connected(streaming=True, within_s=0.5) == 1
-    assert rig.server.connected(streaming=True) == 2  # (its session is still live)
+    assert rig.server.connected(within_s=0.5) == 1
+    assert rig.server.connected() == 2  # (its session is still live)
     assert ids == (0, 1)
 
 
@@ -624,11 +624,48 @@ def test_heartbeat_is_acked_until_actors_are_told_to_stop(rig):
     assert rig.server.version_heard == 4
 
     rig.server.stop_actors = True
-    a.heartbeat()
-    assert a.expect_control() == ("stop", {"version": VERSION, "incarnation": INCARNATION,
-                                           "reason": "the learner is stopping", "refused": False,
-                                           "received": 0})
+    stop = ("stop", {"version": VERSION, "incarnation": INCARNATION, "reason": "the learner is stopping",
+                     "refused": False, "received": 0})
+    assert a.expect_control() == stop  # at once, not at its next heartbeat
     a.expect_nothing()
+    a.heartbeat()
+    assert a.expect_control() == stop
+    a.expect_nothing()
+
+
+def test_a_stopping_learner_tells_actors_that_sent_nothing_and_actors_that_join_it(rig):
+    """A stopping learner tells every actor at once, not at its next heartbeat, whether it has
+    sent records or not; an actor saying hello to it for the first time is told too."""
+    idle, streaming, ended = rig.new_actor(pid=1), rig.new_actor(pid=2), rig.new_actor(pid=3)
+    for a in (idle, streaming, ended):
+        a.join()
+    streaming.chunk()
+    assert streaming.expect_control() == ack(CREDITS + 1)
+    ended.control("bye", {"actor_id": ended.actor_id, "token": ended.token})
+    wait_until(lambda: rig.server.actors[ended.actor_id].ended, what="the bye")
+
+    rig.server.stop_actors = True
+    for a, received in ((idle, 0), (streaming, 1)):
+        kind, body = a.expect_control()
+        assert (kind, body["reason"], body["refused"], body["received"]) == \
+            ("stop", "the learner is stopping", False, received)
+        a.expect_nothing()
+    ended.expect_nothing()  # its session is over
+
+    # a stopping learner takes no new actor; one of its sessions that says hello again (its
+    # connection was reset) gets its session back, to send what it holds, and the stop
+    late = rig.new_actor(pid=4)
+    late.hello()
+    assert late.expect_control() == ("stop", {"version": VERSION, "incarnation": INCARNATION,
+                                              "reason": "the learner is stopping", "refused": False,
+                                              "received": 0})
+    late.expect_nothing()
+    assert 3 not in rig.server.actors
+    idle.hello(idle.actor_id, idle.token)
+    assert idle.expect_control() == ("welcome", welcome_of(idle.actor_id, idle.token))
+    idle.expect_weights()
+    assert idle.expect_control()[0] == "stop"
+    idle.expect_nothing()
 
 
 def test_reported_versions_raise_the_floor_within_bounds(rig):

@@ -107,16 +107,14 @@ def test_bye_frees_the_id_but_late_records_still_count(clock):
     assert s.check(1, b.token) is b and s.check(1, a_token) is None
 
 
-def test_connected_counts_live_sessions_streaming_ones_and_those_heard_lately(clock):
+def test_connected_counts_live_sessions_and_those_heard_lately(clock):
     s = sessions(clock)
-    quiet, streaming = hello(s, pid=1).state, hello(s, pid=2).state
-    streaming.steps = 16
-    assert (s.connected(), s.connected(streaming=True)) == (2, 1)
-    clock.t += 4.0  # the streaming one goes silent (killed): still live, no longer heard lately
-    s.heard(quiet)
-    assert s.connected(streaming=True) == 1
-    recent = clock.t - 3.0
-    assert s.connected(streaming=True, heard_since=recent) == 0 and s.connected(heard_since=recent) == 1
+    talking, killed, done = hello(s, pid=1).state, hello(s, pid=2).state, hello(s, pid=3).state
+    done.ended = True  # said bye
+    assert s.connected() == 2
+    clock.t += 4.0  # one goes silent (killed): still live, no longer heard lately
+    s.heard(talking)
+    assert s.connected() == 2 and s.connected(heard_since=clock.t - 3.0) == 1
     clock.t += TIMEOUT
     assert s.connected() == 0  # both lapsed
 
