@@ -41,6 +41,10 @@ are consecutive steps (``mouse.replay.sampler``); anything else starts a new seg
 and no window spans the break. So an actor that re-joins (a restarted learner, a
 new session) just goes on with its streams: whatever tail a dead learner lost is a
 gap the replay already handles, and the ingest keeps no per-stream state to forget.
+
+Stopping (``stop_actors``): every live session is told "stop" at once, and every reply
+after that is one; the learner waits for the actors' byes (``Learner._stop_actors``). A
+stopping learner takes no new actor: a hello without a session token is answered "stop".
 """
 
 from __future__ import annotations
