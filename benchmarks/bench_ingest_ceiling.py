@@ -65,8 +65,8 @@ def receive(frames: list[bytes], messages: int, copy_into_storage: bool) -> tupl
 def chunk_frames(kind: str) -> list[bytes]:
     """One chunk as an actor of ``bench_scale`` sends it: 8 envs x 32 steps."""
     cfg = RunConfig(env=EnvConfig(env_id=KINDS[kind], num_envs=8), actor=ActorConfig(chunk_steps=32))
-    chunk = ChunkSource(cfg, 0, 0, ring=1).chunks[0]
-    return [bytes(f) for f in wire.encode_chunk(chunk, 0, "0" * wire.TOKEN_HEX, 0)]
+    chunk, episodes = ChunkSource(cfg, 0, 0, ring=1).chunks[0]
+    return [bytes(f) for f in wire.encode_chunk(chunk, 0, "0" * wire.TOKEN_HEX, 0, episodes=episodes)]
 
 
 def listed(values: list[float]) -> str:

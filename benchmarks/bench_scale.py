@@ -54,7 +54,7 @@ from mouse.components import resolve_device
 from mouse.config import (BudgetConfig, EnvConfig, EvalConfig, LearnerConfig, RunConfig, WandbConfig,
                           from_dict, to_dict)
 from mouse.envs import describe_env
-from mouse.records import ChunkRecorder
+from mouse.records import ChunkRecorder, episode_ends
 from mouse.replay import ReplayConfig
 from mouse.transport import free_port_base
 
@@ -92,7 +92,8 @@ if IMAGE_ENV not in gym.registry:  # at import: spawned workers register it too
 
 class ChunkSource:
     """Stands in for ``actors.stepper.Stepper``: a ring of pre-built, valid chunks of this
-    actor's streams (consecutive within the ring), one handed out per ``take()``."""
+    actor's streams (consecutive within the ring) with the episodes they end (``chunks``:
+    [(records, episodes)]), one handed out per ``take()``."""
 
     def __init__(self, cfg: RunConfig, actor_id: int, version: int, ring: int = 8):
         info, n, k = describe_env(cfg.env), cfg.env.num_envs, cfg.actor.chunk_steps
@@ -112,9 +113,11 @@ class ChunkSource:
                 term = rng.random(n) < 0.01
                 rec.step(rng.integers(0, info.num_env_actions, n), obs(), np.ones(n), term,
                          np.zeros(n, bool), version)
-            self.chunks.append(rec.take())
+            chunk = rec.take()
+            self.chunks.append((chunk, [{"stream_id": s, "return": float(t), "length": t, "policy_version": version}
+                                        for s, t in episode_ends(chunk["stream_id"], chunk["time"], chunk["done"])]))
         self.version, self.env_steps, self.i = version, 0, 0
-        self.record_bytes = sum(v.element_size() * v[0].numel() for v in self.chunks[0].values())
+        self.record_bytes = sum(v.element_size() * v[0].numel() for v in self.chunks[0][0].values())
 
     def reset(self) -> None:
         pass
@@ -126,10 +129,10 @@ class ChunkSource:
         return True
 
     def take(self):
-        chunk = self.chunks[self.i % len(self.chunks)]
+        chunk, episodes = self.chunks[self.i % len(self.chunks)]
         self.i += 1
         self.env_steps += len(chunk)
-        return chunk, []
+        return chunk, episodes  # the episodes its records end (rewards of 1: returns = lengths)
 
     def close(self) -> None:
         pass
@@ -157,7 +160,8 @@ def run_raw(endpoint: str, cfg_dict: dict, stop) -> dict:
     """PUSH the same encoded chunks as a synthetic actor, no credits, until ``stop`` is set."""
     cfg = from_dict(RunConfig, cfg_dict)
     source = ChunkSource(cfg, 0, 0)
-    messages = [[bytes(f) for f in wire.encode_chunk(c, 0, "0" * wire.TOKEN_HEX, 0)] for c in source.chunks]
+    messages = [[bytes(f) for f in wire.encode_chunk(c, 0, "0" * wire.TOKEN_HEX, 0, episodes=e)]
+                for c, e in source.chunks]
     push = zmq.Context.instance().socket(zmq.PUSH)
     push.setsockopt(zmq.SNDHWM, 64)
     push.connect(endpoint)

@@ -41,7 +41,7 @@ import zmq
 from learner.chunks import Received, check_chunks
 from learner.ingest import IngestServer
 from mouse import wire
-from mouse.records import RecordSpec, StreamRecorder, continuity_problems, record_problems
+from mouse.records import RecordSpec, StreamRecorder, continuity_problems, episode_ends, record_problems
 from mouse.replay import ReplayConfig, make_replay_buffer
 from mouse.transport import endpoints, free_port_base, learner_sockets
 
@@ -73,7 +73,9 @@ def make_chunks(count: int, seed: int = 0, token: str = "0" * wire.TOKEN_HEX,
                                   torch.zeros(STREAMS, dtype=torch.bool)))
         last = steps[-1]
         td = torch.stack(steps, dim=1).reshape(-1)  # [8, 32] -> [256], stream-major
-        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, token, 0, spec=spec)])
+        episodes = [{"stream_id": s, "return": float(t), "length": t, "policy_version": 0}  # rewards of 1
+                    for s, t in episode_ends(td["stream_id"], td["time"], td["done"])]
+        chunks.append([bytes(f) for f in wire.encode_chunk(td, 0, token, 0, spec=spec, episodes=episodes)])
     return chunks
 
 

@@ -9,6 +9,8 @@ the first of, in this order,
                      starts), then each stream's steps consecutive within the chunk, then the
                      episodes it ends (``mouse.records.episode_problems``)
     foreign_streams  a record or an episode of a stream outside the sender's own range
+    bad_values       episodes that are not the ones its records end: one per record that ends
+                     an episode, of its stream, as long as that record's ``time``
 
 Every check is a reduction, so a burst where all chunks pass is found with one pass over
 the chunks' fields concatenated (a few dozen numpy calls whatever the number of chunks);
@@ -25,8 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mouse.records import (RecordSpec, episode_problems, next_time, stream_continuity_problems, value_fields,
-                           value_problems)
+from mouse.records import (ALIVE, RecordSpec, episode_ends, episode_problems, next_time,
+                           stream_continuity_problems, value_fields, value_problems)
 
 
 @dataclass(slots=True)
@@ -62,9 +64,10 @@ def _all_pass(chunks: list[Received], spec: RecordSpec, num_envs: int) -> bool:
         base = np.repeat([c.actor_id * num_envs for c in chunks], [c.n for c in chunks])
     if value_problems(cat, spec):
         return False
-    if any(c.episodes and _episode_verdict(c, spec, num_envs) for c in chunks):
-        return False
     sid, time, done = cat["stream_id"], cat["time"], cat["done"]
+    if (done != ALIVE).any() or any(c.episodes for c in chunks):
+        if any(_episode_verdict(c, spec, num_envs) for c in chunks):
+            return False
     if ((sid - base).view(np.uint64) >= num_envs).any():  # negative differences wrap to huge
         return False
     inner = np.ones(len(sid) - 1, dtype=bool)  # [sum n - 1]: pair (i, i+1) lies in one chunk
@@ -103,4 +106,8 @@ def _episode_verdict(c: Received, spec: RecordSpec, num_envs: int) -> tuple[str,
     own = own_streams(c.actor_id, num_envs)
     if any(e["stream_id"] not in own for e in c.episodes):
         return "foreign_streams", f"actor {c.actor_id} sent episodes of streams outside {own}"
+    ends = episode_ends(c.arrays["stream_id"], c.arrays["time"], c.arrays["done"])
+    if sorted((e["stream_id"], e["length"]) for e in c.episodes) != ends:
+        return "bad_values", (f"the chunk's {len(c.episodes)} episodes (stream, length) are not the "
+                              f"{len(ends)} its records end")
     return None

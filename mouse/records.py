@@ -239,6 +239,14 @@ def episode_problems(episodes: list[dict], spec: RecordSpec) -> list[str]:
             if abs(e["return"]) > spec.max_abs_reward * e["length"] * (1 + 1e-6)]  # float32 sums: slack
 
 
+def episode_ends(stream_id, time, done) -> list[tuple[int, int]]:
+    """(stream_id, length) of every episode these records end, sorted: an episode ends at a
+    record whose ``done`` is set, and its length is that record's ``time``. A chunk's episodes
+    (``mouse.wire``) are exactly these (numpy arrays or CPU tensors)."""
+    ends = np.flatnonzero(np.asarray(done) != ALIVE)
+    return sorted(zip(np.asarray(stream_id)[ends].tolist(), np.asarray(time)[ends].tolist()))
+
+
 def next_time(time, done):
     """The ``time`` a stream's next record must have: 0 after a finished episode, else time + 1.
 

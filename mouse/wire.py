@@ -17,7 +17,10 @@ the order the header lists them. ``dtype`` is the torch dtype name without "torc
 ("float32", "int64", "uint8", "bool", ...; DTYPES); bool bytes are 0 or 1. A chunk whose
 records end episodes has one frame more, the last: those episodes' statistics, a UTF-8 JSON
 list of {"stream_id", "return", "length", "policy_version"} (at most one per record). So
-they travel, are resent and are taken exactly as their records are: exactly once.
+they travel, are resent and are taken exactly as their records are: exactly once. (The
+learner takes a chunk only when its episodes are exactly the ones its records end: one per
+record with ``done`` set, of its stream, ``length`` that record's ``time``;
+``mouse.records.episode_ends``.)
 
     code  kind       direction        frame 0 body                           frames 1..k (header order)
     1     chunk      actor->learner   seq, then {"actor_id", "token",        per field: [n, *shape],

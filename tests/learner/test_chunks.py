@@ -16,7 +16,7 @@ import torch
 
 from learner.chunks import Received, check_chunks, own_streams
 from mouse import wire
-from mouse.records import RecordSpec, StreamRecorder, episode_problems
+from mouse.records import ALIVE, RecordSpec, StreamRecorder, episode_problems
 from mouse.replay import ReplayConfig, make_replay_buffer
 
 SPEC = dataclasses.replace(RecordSpec("continuous", (3,), 2), max_abs_obs=1e3, max_abs_reward=10.0)
@@ -46,6 +46,13 @@ class Streams:
         return torch.stack(pending, dim=1).reshape(-1)  # [STEPS * n], stream-major
 
 
+def episodes_of(td) -> list[dict]:
+    """The episodes a chunk's records end, as an actor reports them."""
+    ends = (td["done"] != ALIVE).nonzero().flatten().tolist()
+    return [{"stream_id": int(td["stream_id"][j]), "return": 1.5, "length": int(td["time"][j]),
+             "policy_version": 3} for j in ends]
+
+
 def burst():
     """(actor_id, frames) of two actors' interleaved chunks, some of them bad (their records or
     the episodes they end)."""
@@ -54,6 +61,14 @@ def burst():
     for i in range(12):
         actor, streams = (0, a) if i % 2 == 0 else (1, b)
         td = streams.chunk()
+        episodes = episodes_of(td)
+        made_up = {"stream_id": 2 * actor, "return": 1.5, "length": 3, "policy_version": 3}
+        if i == 2:
+            episodes.append({**made_up, "stream_id": 3})  # actor 1's stream: foreign for actor 0
+        if i == 10:
+            episodes.append({**made_up, "return": 1e6})  # more than max_abs_reward per step: bad_values
+        if i == 11:
+            episodes.append(made_up)  # no record of the chunk ends it: bad_values
         if i == 4:
             td["reward"][-1] = math.nan  # bad_values: a gap in actor 0's streams follows
         if i == 7:
@@ -63,11 +78,6 @@ def burst():
             td["time"] = torch.arange(len(td))
             td["done"].zero_()
             td["action"][0] = td["reward"][0] = 0
-        episodes = [{"stream_id": 2 * actor, "return": 1.5, "length": 3, "policy_version": 3}] if i % 3 else []
-        if i == 2:
-            episodes = [{**episodes[0], "stream_id": 3}]  # actor 1's stream: foreign for actor 0
-        if i == 10:
-            episodes = [{**episodes[0], "return": 1e6}]  # more than max_abs_reward per step: bad_values
         # each actor numbers its own chunks
         out.append((actor, wire.encode_chunk(td, actor, TOKEN, i // 2, episodes=episodes)))
     return out
@@ -92,6 +102,10 @@ def one_by_one(chunks, replay):
         if not all(e["stream_id"] in own for e in episodes):
             verdicts.append(("foreign_streams", f"actor {actor} sent episodes of streams outside {own}"))
             continue
+        if sorted(map(str, episodes)) != sorted(map(str, episodes_of(td))):
+            verdicts.append(("bad_values", f"the chunk's {len(episodes)} episodes (stream, length) are not the "
+                                           f"{len(episodes_of(td))} its records end"))
+            continue
         replay.ingest(td, checked=True)
         verdicts.append(None)
     return verdicts
@@ -114,8 +128,10 @@ def test_a_burst_is_stored_exactly_as_its_chunks_one_by_one(capacity):
     new = make_replay_buffer(ReplayConfig(capacity=capacity), SPEC, seq_len=3)
     verdicts = one_by_one(chunks, ref)
     assert [v and v[0] for v in verdicts] == [None] * 2 + ["foreign_streams", None, "bad_values"] + \
-        [None] * 3 + ["foreign_streams", None, "bad_values", None]  # the premise: four bad chunks (two
-    #                                    for their episodes), one ungrouped good one
+        [None] * 3 + ["foreign_streams", None, "bad_values", "bad_values"]  # the premise: five bad chunks
+    #                                    (three for their episodes), one ungrouped good one
+    assert sum(int((wire.open_chunk(f, SPEC)[1]["done"] != ALIVE).sum()) for _, f in chunks) > 5  # and end
+    #                                    episodes
     assert together(chunks, new) == verdicts  # reasons and details
     assert len(new) == len(ref)
     s_new, s_ref = new.sampler.state_dict(), ref.sampler.state_dict()  # the window index, whole
@@ -152,3 +168,23 @@ def test_a_chunk_the_replay_cannot_hold_writes_nothing():
     with pytest.raises(ValueError, match="larger than the replay capacity"):
         replay.ingest_arrays([arrays[0], big])
     assert len(replay) == 0
+
+
+def test_the_episodes_of_a_chunk_must_be_the_ones_its_records_end():
+    streams = Streams([0, 1], seed=3)
+    td = streams.chunk()
+    while not (td["done"] != ALIVE).any():
+        td = streams.chunk()
+    ended = episodes_of(td)
+
+    def verdict(episodes):
+        header, arrays = wire.open_chunk(wire.encode_chunk(td, 0, TOKEN, 0, episodes=episodes), SPEC)
+        return check_chunks([Received(None, 0, header["n"], arrays, header["episodes"])], SPEC, NUM_ENVS)[0]
+
+    assert verdict(ended) is None
+    assert verdict(list(reversed(ended))) is None  # in any order
+    n = len(ended)
+    for lie in ([], ended[1:], ended + [ended[0]], [{**ended[0], "length": ended[0]["length"] + 1}, *ended[1:]],
+                [{**ended[0], "stream_id": 1 - ended[0]["stream_id"]}, *ended[1:]]):
+        assert verdict(lie) == ("bad_values", f"the chunk's {len(lie)} episodes (stream, length) are not the "
+                                              f"{n} its records end"), lie

@@ -21,7 +21,7 @@ import zmq
 
 from mouse import wire
 from learner.ingest import IngestServer
-from mouse.records import RecordSpec, StreamRecorder
+from mouse.records import ALIVE, TERMINAL, RecordSpec, StreamRecorder
 from mouse.replay import ReplayConfig, make_replay_buffer
 from mouse.transport import actor_sockets, free_port_base, learner_sockets
 
@@ -70,13 +70,14 @@ class Streams:
     def _obs(self):
         return torch.randn(self.n, *SPEC.obs_shape, generator=self.g)
 
-    def chunk(self, steps: int = STEPS_PER_CHUNK):
-        """``steps`` steps of every stream, stream-major like an actor's chunk: [steps * streams]."""
+    def chunk(self, steps: int = STEPS_PER_CHUNK, end: bool = False):
+        """``steps`` steps of every stream, stream-major like an actor's chunk: [steps * streams];
+        ``end``: every stream's episode ends at the last step."""
         pending, self.pending = self.pending, []
         while len(pending) < steps:
             action = torch.randint(0, SPEC.num_actions, (self.n,), generator=self.g)
             reward = torch.rand(self.n, generator=self.g)
-            ended = torch.zeros(self.n, dtype=torch.bool)
+            ended = torch.full((self.n,), end and len(pending) == steps - 1)
             pending.append(self.recorder.step(action, self._obs(), reward, ended, ended, RECORD_VERSION))
         return torch.stack(pending, dim=1).reshape(-1)
 
@@ -700,22 +701,33 @@ def test_heartbeat_counters_are_a_fixed_bounded_set(rig):
 def test_episode_stats_are_collected_and_bounded(rig):
     a = rig.new_actor()
     assert a.join() == 0
-    episodes = [{"stream_id": 0, "return": 21.5, "length": 21, "policy_version": 3},
-                {"stream_id": 1, "return": -1.0, "length": 4, "policy_version": -1}]
-    a.push.send_multipart(valid_chunk(0, a.token, seq=0, episodes=episodes))  # they end with its records
+    streams = Streams()
+    td = streams.chunk(end=True)  # both streams' episodes end with its last records
+    assert td["time"][STEPS_PER_CHUNK - 1] == STEPS_PER_CHUNK - 1 and td["done"][-1] == TERMINAL
+    episodes = [{"stream_id": 0, "return": 2.5, "length": STEPS_PER_CHUNK - 1, "policy_version": 3},
+                {"stream_id": 1, "return": -1.0, "length": STEPS_PER_CHUNK - 1, "policy_version": -1}]
+    chunk = wire.encode_chunk(td, 0, a.token, 0, spec=SPEC, episodes=episodes)
+    a.push.send_multipart(chunk)
     assert a.expect_control() == ack(CREDITS + 1)  # one chunk, one credit
     assert rig.server.take_episodes() == episodes
     assert rig.server.take_episodes() == []  # taken once
-    a.push.send_multipart(valid_chunk(0, a.token, seq=0, episodes=episodes))  # resent: a duplicate
-    a.push.send_multipart(valid_chunk(0, a.token, seq=1))
+    a.push.send_multipart(chunk)  # resent: a duplicate
+    a.push.send_multipart(valid_chunk(0, a.token, streams, seq=1))
     assert a.expect_control() == ack(CREDITS + 2)
     assert rig.server.take_episodes() == []  # the resent chunk's episodes are not counted again
     assert (rig.rejected(), dict(rig.server.skipped)) == ({}, {"duplicate": 1})
-    absurd = [{**episodes[0], "return": 1e300}]  # more than max_abs_reward per step
-    a.push.send_multipart(valid_chunk(0, a.token, seq=2, episodes=absurd))
-    a.push.send_multipart(valid_chunk(0, "0" * wire.TOKEN_HEX, seq=3, episodes=episodes))
-    wait_until(lambda: rig.rejected() == {"bad_values": 1, "bad_token": 1}, what="two rejections")
+    td = streams.chunk(end=True)
+    ended = [{**e, "length": t} for e, t in zip(episodes, td["time"][td["done"] != ALIVE].tolist())]
+    absurd = [{**ended[0], "return": 1e300}, ended[1]]  # more than max_abs_reward per step
+    made_up = [{**ended[0], "length": ended[0]["length"] + 1}, ended[1]]  # not its record's length
+    for seq, lie in enumerate((absurd, made_up, [], ended[:1], ended + ended[1:]), start=2):
+        a.push.send_multipart(wire.encode_chunk(td, 0, a.token, seq, episodes=lie))
+    a.push.send_multipart(wire.encode_chunk(td, 0, "0" * wire.TOKEN_HEX, 7, episodes=ended))
+    wait_until(lambda: rig.rejected() == {"bad_values": 5, "bad_token": 1}, what="six rejections")
     assert rig.server.take_episodes() == []
+    a.push.send_multipart(wire.encode_chunk(td, 0, a.token, 7, episodes=ended))
+    a.expect_credits(CREDITS + 8)  # the refused ones returned their credits too
+    assert rig.server.take_episodes() == ended
 
 
 # --- 7. garbage ---------------------------------------------------------------------------
