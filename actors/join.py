@@ -74,7 +74,8 @@ def connect(learner: str, actor_id: int = -1, stop=lambda: False, status_path=No
     The learner's welcome carries the session (actor id, assigned when ``actor_id`` < 0;
     token; incarnation; credits) and the run's config (actors and learner build the model
     from the same one), followed at once by the current weights. A learner that refuses
-    the actor (its id in use, out of range) raises ``ActorRefused``.
+    the actor (its id in use, out of range) raises ``ActorRefused``; one that is stopping
+    (it takes no new actor) raises ``LearnerStopping``.
     ``status_path`` (optional) gets a status file saying the actor is connecting.
     ``keys`` (``mouse.keys.ActorKeys``): CurveZMQ, talking only to the learner whose public
     key they pin. A learner that is up but refuses the handshake (keys missing, not allowed,
@@ -123,7 +124,8 @@ def _say_hello(learner: str, actor_id: int, dealer, handshakes, stop, status_pat
             kind, body = _decode_reply(frames) or (None, None)
             if kind == "stop" and body["refused"]:
                 raise ActorRefused(f"the learner at {learner} refused this actor: {body['reason']}")
-            if kind == "stop" and welcome is None:
+            if kind == "stop":  # (after a welcome too: its weights were lost, and every hello is
+                # answered "stop" now)
                 raise LearnerStopping(f"the learner at {learner} is stopping: it takes no new actor")
             if kind == "welcome":
                 try:

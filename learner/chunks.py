@@ -12,8 +12,9 @@ the first of, in this order,
     bad_values       episodes that are not the ones its records end: one per record that ends
                      an episode, of its stream, as long as that record's ``time``
 
-Every check is a reduction, so a burst where all chunks pass is found with one pass over
-the chunks' fields concatenated (a few dozen numpy calls whatever the number of chunks);
+Every check of the records is a reduction, so a burst where all chunks pass is found with one
+pass over the chunks' fields concatenated (a few dozen numpy calls whatever the number of
+chunks; the episodes, when records end some, are checked chunk by chunk);
 pairs of records that straddle two chunks are left out of the continuity and grouping
 tests. Only when that pass finds something is each chunk checked alone, to name the bad
 ones and their reasons exactly. Accepted chunks leave grouped by stream (a chunk that is

@@ -42,9 +42,12 @@ and no window spans the break. So an actor that re-joins (a restarted learner, a
 new session) just goes on with its streams: whatever tail a dead learner lost is a
 gap the replay already handles, and the ingest keeps no per-stream state to forget.
 
-Stopping (``stop_actors``): every live session is told "stop" at once, and every reply
-after that is one; the learner waits for the actors' byes (``Learner._stop_actors``). A
-stopping learner takes no new actor: a hello without a session token is answered "stop".
+Stopping (``stop_actors``): every live session is told "stop" at once, and every ack and
+answer to a heartbeat after that is one; the learner waits for the actors' byes
+(``Learner._stop_actors``). A stopping learner takes no new actor: a hello without a session
+token is answered "stop". A hello with a token still gets a session (its own again, or a new
+one for an actor of an earlier learner process, which heeds only this one's replies), then
+the "stop".
 """
 
 from __future__ import annotations
@@ -149,7 +152,7 @@ class IngestServer(threading.Thread):
         self._control_in = BoundedReceiver(router, 2, drain_frames=None)  # the sender's identity + one frame
         self._stop_event = threading.Event()
         self.stop_actors = False  # when set, every live session is told "stop", then every reply is one
-        self._told_to_stop = False
+        self.told_to_stop = threading.Event()  # set once every live session has been told
         self.lock = threading.Lock()
         self.steps = 0
         self.chunks = 0
@@ -195,7 +198,7 @@ class IngestServer(threading.Thread):
                     self._burst(self._records, DATA_BURST, self._data)
                     self._flush()
                 self._pay_owed()
-                if self.stop_actors and not self._told_to_stop:
+                if self.stop_actors and not self.told_to_stop.is_set():
                     self._tell_to_stop()
         except BaseException as e:  # surfaced by the learner loop, never silent
             self.error = e
@@ -356,10 +359,10 @@ class IngestServer(threading.Thread):
 
     def _tell_to_stop(self) -> None:
         """Once stopping, every live session hears "stop" at once, not at its next heartbeat."""
-        self._told_to_stop = True
         for st in list(self.actors.values()):
             if st.identity and self.sessions.live(st):
                 self._ack(st)
+        self.told_to_stop.set()
 
     def _ack(self, st: ActorState) -> None:
         if self.stop_actors:

@@ -123,8 +123,10 @@ class InprocRun:
                 if self._stopped.is_set():
                     actor.stop("the run ended")
                 self.actor_results[aid] = actor.run(max_steps)
-            except (KeyboardInterrupt, LearnerStopping):  # stopped before the learner took it
+            except KeyboardInterrupt:  # stopped before the learner answered
                 pass
+            except LearnerStopping:  # the learner was stopping: it took no new actor
+                self.actor_results[actor_id] = {}
             except BaseException as e:  # surfaced to the caller via actor_results
                 log.exception("actor thread failed")
                 self.actor_results[actor_id] = e

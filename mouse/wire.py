@@ -34,7 +34,8 @@ record with ``done`` set, of its stream, ``length`` that record's ``time``;
     5     (wire 3's episode message: the episodes now end their chunk)
     6     bye        actor->learner   {"actor_id", "token"}
     7     stop       learner->actor   {"version", "incarnation", "reason", "refused": bool, "received"}
-                                      (leave now, and why; refused: the answer to a hello it will not take)
+                                      (leave now, and why; refused: the answer to a hello it will not take;
+                                      not refused: the learner is stopping, also the answer to a hello then)
     8     welcome    learner->actor   {"actor_id", "token", "incarnation", "config": the run's config,
                                        "credits": credits granted to this session so far}
     9     ack        learner->actor   {"version", "incarnation", "credits": credits granted so far,

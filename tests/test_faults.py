@@ -254,8 +254,8 @@ def test_a_refused_chunk_leaves_no_trace(hostile_run):
 def test_learner_outlives_a_killed_actor(tmp_path, procs):
     """Actor 1 is SIGKILLed as soon as it has joined. The learner notices it is gone, goes on
     training on actor 0's records, and stops cleanly when told to. The run has no env-step
-    budget: actor 0 alone can stream thousands of steps before actor 1 is in (each waits up
-    to a second between hellos), so a budget would race the kill."""
+    budget: actor 0 alone can stream thousands of steps before actor 1 is in (they start,
+    and so join, at their own pace), so a budget would race the kill."""
     run_dir, port = tmp_path / "run", free_port_base()
     address = f"tcp://127.0.0.1:{port}"
     st = [tmp_path / f"actor-{i}.status.json" for i in (0, 1)]
@@ -269,6 +269,8 @@ def test_learner_outlives_a_killed_actor(tmp_path, procs):
                                 "--budget.max-env-steps", 0, "--budget.max-minutes", 3])
     wait_for(lambda: status(st[1]).get("state") == "running", START_S, "actor 1 to join",
              [learner, *actors])
+    wait_for(lambda: status(learner_status).get("actors_connected") == 2, START_S,
+             "the learner to count both actors", [learner, *actors])
     os.kill(actors[1].pid, signal.SIGKILL)
     assert actors[1].popen.wait(10) == -signal.SIGKILL
 

@@ -82,6 +82,7 @@ class FakeLearner:
         self.silent = False  # receive everything, answer nothing
         self.refuse: str | None = None  # answer hellos with a refusal
         self.stopping = False  # answer hellos as a stopping learner does
+        self.lose_weights = False  # the weights after a welcome are lost on the way
 
     def pump(self, seconds: float = 0.05) -> None:
         end = time.monotonic() + seconds
@@ -117,7 +118,10 @@ class FakeLearner:
             self.granted = max(self.granted, CREDITS)
             self.reply("welcome", {"actor_id": max(body["actor_id"], 0), "token": self.token,
                                    "config": to_dict(self.cfg), "credits": self.granted})
-            self.send(self.frames)
+            if self.lose_weights:
+                self.stopping = True  # and the learner stops: it answers every hello "stop"
+            else:
+                self.send(self.frames)
         elif body["token"] != self.token:
             self.reply("rejoin", {"reason": "no session here"})
         else:
@@ -363,9 +367,10 @@ def test_a_refused_actor_raises_with_the_learners_reason(port, tmp_path):
     assert "actor id 0 is in use by node-a:1" in str(a.result)
 
 
-def test_a_stopping_learner_takes_no_new_actor(port, tmp_path):
+@pytest.mark.parametrize("when", ["before the hello", "after the welcome, its weights lost"])
+def test_a_stopping_learner_takes_no_new_actor(port, tmp_path, when):
     learner = FakeLearner(port, INC_A, 1, weights(1))
-    learner.stopping = True
+    learner.stopping, learner.lose_weights = when == "before the hello", when != "before the hello"
     a = ActorThread(port, tmp_path)
     try:
         wait_until(lambda: not a.thread.is_alive(), "the answer", step=learner.pump)
