@@ -411,8 +411,7 @@ class IngestServer(threading.Thread):
         """Welcome an actor (its id, token, the run config, credits, then the weights) or refuse it.
         A stopping learner takes no new actor: a hello without a session token hears "stop"."""
         if self.stop_actors and not body["token"]:
-            return self._send(identity, "stop", {"version": self.current_version(), "reason": STOPPING,
-                                                 "refused": False, "received": 0})
+            return self._no_session(identity, STOPPING, refused=False)
         with self.lock:
             verdict = self.sessions.hello(identity, body)
         if verdict.action == "drop":
@@ -420,8 +419,7 @@ class IngestServer(threading.Thread):
         if verdict.action == "refuse":
             self._reject("hello_refused", verdict.reason)
             log.warning("refused a hello from %s:%d: %s", body["host"][:64], body["pid"], verdict.reason)
-            return self._send(identity, "stop", {"version": self.current_version(), "reason": verdict.reason,
-                                                 "refused": True, "received": 0})
+            return self._no_session(identity, verdict.reason, refused=True)
         st = verdict.state
         self._heard_version(body["version"])
         if verdict.again:  # its hello crossed our welcome, or its connection broke: same session
@@ -434,6 +432,11 @@ class IngestServer(threading.Thread):
         self.router.send_multipart([identity, *self.current_weights()], copy=False)
         if self.stop_actors:  # its session goes on only to send what it holds and say bye
             self._ack(st)
+
+    def _no_session(self, identity: bytes, reason: str, refused: bool) -> None:
+        """A hello answered "stop" (``refused``: this actor may not join; else the learner is stopping)."""
+        self._send(identity, "stop", {"version": self.current_version(), "reason": reason, "refused": refused,
+                                      "received": 0})
 
     # --- read by the learner's logging ----------------------------------------------------
     def connected(self, within_s: float | None = None) -> int:

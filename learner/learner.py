@@ -441,8 +441,8 @@ class Learner:
         self.ingest.stop_actors = True
         beat = self.cfg.actor.heartbeat_s
         deadline = time.monotonic() + (DRAIN_BEATS + 2) * beat + 1
-        while self.ingest.is_alive() and not self.ingest.told_to_stop.wait(0.1):  # (a hello being
-            pass  # welcomed now is told too)
+        while self.ingest.is_alive() and not self.ingest.told_to_stop.wait(0.1):
+            pass  # until every session has been told (one being welcomed now too)
         while (self.ingest.is_alive() and time.monotonic() < deadline
                and self.ingest.connected(within_s=STOP_SILENT_BEATS * beat)):
             time.sleep(0.1)

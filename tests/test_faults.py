@@ -297,12 +297,18 @@ def test_learner_outlives_a_killed_actor(tmp_path, procs):
 
 # --- 3. an actor started before its learner ---------------------------------------------------
 
-def test_actor_started_before_the_learner_joins_it(tmp_path, procs):
-    run_dir, port = tmp_path / "run", free_port_base()
+def waiting_actor(tmp_path, procs, port: int):
+    """Actor 0 started before its learner, once it waits: (its Proc, its status file)."""
     st = tmp_path / "actor.status.json"
     actor = procs("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0,
                             "--status-file", st])
     wait_for(lambda: status(st).get("state") == "connecting", START_S, "the actor to wait", [actor])
+    return actor, st
+
+
+def test_actor_started_before_the_learner_joins_it(tmp_path, procs):
+    run_dir, port = tmp_path / "run", free_port_base()
+    actor, st = waiting_actor(tmp_path, procs, port)
     learner = procs("learner", ["learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
                                 "--budget.max-env-steps", 3000, "--budget.max-minutes", 2])
     assert learner.wait(RUN_S) == 0, learner.logs() + actor.logs()
@@ -320,10 +326,7 @@ def test_an_actor_that_joins_as_the_learner_stops_is_told_to_stop(tmp_path, proc
     seconds here): the learner waits for it too. (An actor drops the replies it has not read when
     the connection closes: a learner that only told it and left would leave it waiting for ever.)"""
     run_dir, port = tmp_path / "run", free_port_base()
-    st = tmp_path / "actor.status.json"
-    actor = procs("actor", ["actor", "--learner", f"tcp://127.0.0.1:{port}", "--actor-id", 0,
-                            "--status-file", st])
-    wait_for(lambda: status(st).get("state") == "connecting", START_S, "the actor to wait", [actor])
+    actor, st = waiting_actor(tmp_path, procs, port)
     learner = procs("learner", ["learner", "--run-dir", run_dir, "--learner.port", port, *SMALL,
                                 "--actor.chunk-steps", 20_000, "--budget.max-env-steps", 0,
                                 "--budget.max-minutes", 3])

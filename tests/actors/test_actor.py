@@ -353,29 +353,30 @@ def test_an_optional_deadline_ends_the_wait(port, tmp_path):
 
 # --- 4. refusals --------------------------------------------------------------------------------
 
+def join_ends(learner: FakeLearner, port: int, tmp_path, what: str):
+    """An actor's join that ``learner`` ends: what it raised."""
+    a = ActorThread(port, tmp_path)
+    try:
+        wait_until(lambda: not a.thread.is_alive(), what, step=learner.pump)
+    finally:
+        a.stop(learner)
+        learner.close()
+    return a.result
+
+
 def test_a_refused_actor_raises_with_the_learners_reason(port, tmp_path):
     learner = FakeLearner(port, INC_A, 1, weights(1))
     learner.refuse = "actor id 0 is in use by node-a:1; give every actor its own --actor-id or let the " \
                      "learner assign one"
-    a = ActorThread(port, tmp_path)
-    try:
-        wait_until(lambda: not a.thread.is_alive(), "the refusal", step=learner.pump)
-    finally:
-        a.stop(learner)
-        learner.close()
-    assert isinstance(a.result, ActorRefused), a.result
-    assert "actor id 0 is in use by node-a:1" in str(a.result)
+    result = join_ends(learner, port, tmp_path, "the refusal")
+    assert isinstance(result, ActorRefused), result
+    assert "actor id 0 is in use by node-a:1" in str(result)
 
 
 @pytest.mark.parametrize("when", ["before the hello", "after the welcome, its weights lost"])
 def test_a_stopping_learner_takes_no_new_actor(port, tmp_path, when):
     learner = FakeLearner(port, INC_A, 1, weights(1))
     learner.stopping, learner.lose_weights = when == "before the hello", when != "before the hello"
-    a = ActorThread(port, tmp_path)
-    try:
-        wait_until(lambda: not a.thread.is_alive(), "the answer", step=learner.pump)
-    finally:
-        a.stop(learner)
-        learner.close()
-    assert isinstance(a.result, LearnerStopping), a.result
-    assert str(a.result) == f"the learner at tcp://127.0.0.1:{port} is stopping: it takes no new actor"
+    result = join_ends(learner, port, tmp_path, "the answer")
+    assert isinstance(result, LearnerStopping), result
+    assert str(result) == f"the learner at tcp://127.0.0.1:{port} is stopping: it takes no new actor"
